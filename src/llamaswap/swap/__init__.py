@@ -1,0 +1,1 @@
+"""swap package."""
