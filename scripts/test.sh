@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
-"$PY" -m ruff check src tests bench
-"$PY" -m ruff format --check src tests bench
+"$PY" -m ruff check .
+"$PY" -m ruff format --check .
 "$PY" -m mypy
 "$PY" -m pytest "$@"
