@@ -1,0 +1,53 @@
+"""Small shared test helpers: free ports and waiting on conditions with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+FAKE_UPSTREAM = [sys.executable, "-m", "llamaswap.testing.fake_upstream"]
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def fake_upstream_cmd(port: int, *flags: str) -> str:
+    """The `cmd` string that runs the fake upstream on `port` with extra `flags`."""
+    return " ".join([*FAKE_UPSTREAM, "--port", str(port), *flags])
+
+
+async def wait_until(
+    predicate: Callable[[], bool | Awaitable[bool]],
+    timeout: float = 5.0,
+    interval: float = 0.005,
+    message: str = "condition",
+) -> None:
+    """Poll `predicate` (sync or async) until it is true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(interval)
+
+
+def wait_until_sync(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Blocking variant for code outside an event loop; returns the final truth value."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
