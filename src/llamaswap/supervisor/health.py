@@ -1,9 +1,10 @@
 """Readiness probing of an upstream (spec §3.2): poll fast first, then back off.
 
-The first probe goes out immediately and the gap doubles from 5 ms to a 100 ms cap, so a
-server that starts answering is noticed within ~one gap (llama-swap waits 250 ms, then
-polls every 1 s). Only HTTP 200 counts; refused connections and other statuses mean
-"not yet".
+The first probe goes out immediately and the gap doubles from 5 ms to a 20 ms cap, so a
+server that starts answering is noticed within ~20 ms (llama-swap waits 250 ms, then
+polls every 1 s). After `FAST_PHASE` seconds (a big model is loading) the cap rises to
+100 ms so a slow load is not flooded with probes. Only HTTP 200 counts; refused
+connections and other statuses mean "not yet".
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import aiohttp
 
 from llamaswap.errors import StartError
 
-__all__ = ["FIRST_GAP", "MAX_GAP", "health_url", "wait_healthy"]
+__all__ = ["FAST_GAP", "FIRST_GAP", "MAX_GAP", "health_url", "wait_healthy"]
 
 FIRST_GAP = 0.005
+FAST_GAP = 0.02
+FAST_PHASE = 5.0
 MAX_GAP = 0.1
 # A probe that hangs longer than this is abandoned and retried (while time remains).
 PROBE_TIMEOUT = 5.0
@@ -44,7 +47,8 @@ async def _probe(session: aiohttp.ClientSession, url: str, limit: float) -> bool
 
 async def wait_healthy(url: str, within: float) -> None:
     """Return once `GET url` answers 200; raise `StartError` after `within` seconds."""
-    deadline = time.monotonic() + within
+    began = time.monotonic()
+    deadline = began + within
     gap = FIRST_GAP
     # One connection per probe: an upstream that closes keep-alive sockets (or is replaced
     # by another on the same port) must not see stale pooled connections.
@@ -60,5 +64,6 @@ async def wait_healthy(url: str, within: float) -> None:
             if remaining <= 0:
                 break
             await asyncio.sleep(min(gap, remaining))
-            gap = min(gap * 2, MAX_GAP)
+            cap = FAST_GAP if time.monotonic() - began < FAST_PHASE else MAX_GAP
+            gap = min(gap * 2, cap)
     raise StartError(f"health check timed out after {format_seconds(within)}")

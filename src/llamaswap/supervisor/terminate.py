@@ -180,6 +180,8 @@ class Child:
     async def close(self) -> None:
         """Wait (bounded) for the output pipe to close, then release the transport."""
         await asyncio.wait({self._pump}, timeout=PIPE_CLOSE_TIMEOUT)
+        if self._pump.done() and not self._pump.cancelled() and self._pump.exception():
+            log.warning("upstream pid %s: output pump failed: %r", self.pid, self._pump.exception())
         if not self._pump.done():
             log.warning("upstream pid %s: output pipe still open; abandoning it", self.pid)
             self._pump.cancel()
