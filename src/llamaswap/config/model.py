@@ -34,6 +34,14 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 class _Base(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
+    @_model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        # YAML `key: null` (or `key:`) means "not set", as in llama-swap: keep the default.
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
 
 def sanitize_strip_params(value: Any) -> Any:
     """`"a, b,a ,model"` -> `["a", "b"]`: trimmed, deduplicated, sorted, `model` dropped."""
