@@ -26,7 +26,7 @@ def fake_upstream_cmd(port: int, *flags: str) -> str:
 
 async def wait_until(
     predicate: Callable[[], bool | Awaitable[bool]],
-    timeout: float = 5.0,
+    timeout: float = 5.0,  # noqa: ASYNC109 (the shared helper's agreed signature)
     interval: float = 0.005,
     message: str = "condition",
 ) -> None:

@@ -49,7 +49,7 @@ def test_newlines_are_whitespace_and_escapes() -> None:
 
 @pytest.mark.parametrize("cmd", ["", "   ", "# only a comment\n  # another", "\\"])
 def test_empty_command(cmd: str) -> None:
-    with pytest.raises(CommandError, match="^empty command$"):
+    with pytest.raises(CommandError, match=r"^empty command$"):
         build_argv(cmd)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from helpers import fake_upstream_cmd, free_port, wait_until
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PDEATHSIG")

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
-from helpers import fake_upstream_cmd, free_port, wait_until
 
+from helpers import fake_upstream_cmd, free_port, wait_until
 from llamaswap.errors import ProcessShutdown, StartAborted, StartError
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor.process import ProcessSpec, ProcessState, UpstreamProcess
@@ -98,9 +98,8 @@ async def make(recorder: Recorder) -> AsyncIterator[Factory]:
 
 
 async def get_text(proc: UpstreamProcess, path: str) -> str:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(proc.spec.proxy + path) as resp:
-            return await resp.text()
+    async with aiohttp.ClientSession() as session, session.get(proc.spec.proxy + path) as resp:
+        return await resp.text()
 
 
 async def test_start_stop_restart(make: Factory, recorder: Recorder) -> None:
@@ -211,7 +210,7 @@ async def test_exit_during_start_fails_fast(make: Factory) -> None:
 
 async def test_exit_zero_during_start(make: Factory) -> None:
     proc = make("sleep 0.2", health_timeout=30)
-    with pytest.raises(StartError, match="exited prematurely.*exit code 0"):
+    with pytest.raises(StartError, match=r"exited prematurely.*exit code 0"):
         await proc.ensure_ready()
     assert proc.state is S.STOPPED
 
@@ -219,7 +218,7 @@ async def test_exit_zero_during_start(make: Factory) -> None:
 async def test_nonexistent_binary(make: Factory) -> None:
     proc = make("nonexistent-command-xyz --flag")
     for _ in range(2):  # no lasting damage: each call retries from scratch
-        with pytest.raises(StartError, match="^failed to start command 'nonexistent-command-xyz"):
+        with pytest.raises(StartError, match=r"^failed to start command 'nonexistent-command-xyz"):
             await proc.ensure_ready()
         assert proc.state is S.STOPPED
 
@@ -265,7 +264,7 @@ async def test_cmd_stop_with_pid(make: Factory, tmp_path: Path) -> None:
     marker = tmp_path / "stopped-pid"
     stop = (
         f"{PY} -c \"import os, signal, sys; open(sys.argv[1], 'w').write(sys.argv[2]); "
-        f"os.kill(int(sys.argv[2]), signal.SIGTERM)\" {marker} ${{PID}}"
+        f'os.kill(int(sys.argv[2]), signal.SIGTERM)" {marker} ${{PID}}'
     )
     proc = make(cmd_stop=stop)
     await proc.ensure_ready()
