@@ -10,6 +10,14 @@ import pytest
 from llamaswap.config import Config, load_config_text
 from llamaswap.errors import ConfigError, ConfigProblem
 
+# Three models, `a` with alias `al`: the usual cast for routing and naming tests.
+MODELS = """
+models:
+  a: {cmd: "s ${PORT}", aliases: [al]}
+  b: {cmd: "s ${PORT}"}
+  c: {cmd: "s ${PORT}"}
+"""
+
 
 def load(text: str, env: Mapping[str, str] | None = None) -> Config:
     """Load dedented YAML text with a controlled environment."""

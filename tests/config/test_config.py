@@ -259,9 +259,16 @@ def test_capabilities_and_compat() -> None:
         """
     )
     caps = c.models["a"].capabilities
-    assert (caps.inputs, caps.out, caps.tools, caps.context) == (["text", "image"], ["text"], True, 8192)
+    assert (caps.inputs, caps.out, caps.tools, caps.context) == (
+        ["text", "image"],
+        ["text"],
+        True,
+        8192,
+    )
     assert c.models["a"].compat.ignore_websockets
-    assert messages("models:\n  a: {cmd: 's ${PORT}', capabilities: {in: [smell], context: -1}}\n") == [
+    assert messages(
+        "models:\n  a: {cmd: 's ${PORT}', capabilities: {in: [smell], context: -1}}\n"
+    ) == [
         'models.a.capabilities.in: model a: capabilities.in: invalid modality "smell", '
         "must be one of: text, audio, image",
         "models.a.capabilities.context: model a: capabilities.context: must be >= 0",

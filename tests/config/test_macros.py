@@ -349,7 +349,15 @@ def test_strip_comment_lines(given: str, want: str) -> None:
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(True, "true"), (False, "false"), (3, "3"), (0.5, "0.5"), (2.0, "2"), (1e6, "1e+06"), ("s", "s")],
+    [
+        (True, "true"),
+        (False, "false"),
+        (3, "3"),
+        (0.5, "0.5"),
+        (2.0, "2"),
+        (1e6, "1e+06"),
+        ("s", "s"),
+    ],
 )
 def test_format_value_like_go(value: str | int | float | bool, text: str) -> None:
     assert format_value(value) == text

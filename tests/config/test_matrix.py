@@ -57,7 +57,9 @@ def test_not_in_any_set_runs_alone() -> None:
 
 
 def test_nothing_running_picks_first_set() -> None:
-    assert solve("gemma") == MatrixDecision(frozenset(), frozenset({"gemma", "voxtral"}), "standard")
+    assert solve("gemma") == MatrixDecision(
+        frozenset(), frozenset({"gemma", "voxtral"}), "standard"
+    )
 
 
 def test_single_set_evicts_non_members() -> None:
@@ -93,8 +95,7 @@ def test_load_from_config_legacy_and_routing() -> None:
     assert compiled is not None
     assert compiled.expand("s") == [("a", "b")]
     routed = load(
-        text
-        % "routing:\n          router:\n            use: matrix\n            settings:\n"
+        text % "routing:\n          router:\n            use: matrix\n            settings:\n"
         "              matrix: {sets: {s: 'a & c'}}"
     )
     assert routed.compiled_matrix() is not None
@@ -115,10 +116,12 @@ def test_var_validation() -> None:
             "matrix: var key \"bad_key\" must contain only alphanumeric, '-' or '.' characters "
             "and be 1-32 characters long",
         ),
-        ConfigProblem("matrix.vars.ghost", 'matrix: var key "ghost" references unknown model "nope"'),
+        ConfigProblem(
+            "matrix.vars.ghost", 'matrix: var key "ghost" references unknown model "nope"'
+        ),
         ConfigProblem(
             "matrix.vars." + "x" * 33,
-            f'matrix: var key "{"x" * 33}" must contain only alphanumeric, \'-\' or \'.\' '
+            f"matrix: var key \"{'x' * 33}\" must contain only alphanumeric, '-' or '.' "
             "characters and be 1-32 characters long",
         ),
     ]
@@ -133,7 +136,9 @@ def test_vars_optional_model_ids_direct_and_var_precedence() -> None:
 
 
 def test_evict_costs_validation_and_model_names() -> None:
-    got = _matrix_problems("  vars: {x: a}\n  evict_costs: {x: 0, b: -2, zz: 3, a: 4}\n  sets: {s: a}\n")
+    got = _matrix_problems(
+        "  vars: {x: a}\n  evict_costs: {x: 0, b: -2, zz: 3, a: 4}\n  sets: {s: a}\n"
+    )
     assert [str(p) for p in got] == [
         'matrix.evict_costs.x: matrix: evict_cost for "x" must be a positive integer, got 0',
         'matrix.evict_costs.b: matrix: evict_cost for "b" must be a positive integer, got -2',
@@ -149,7 +154,7 @@ def test_set_errors() -> None:
         "    s5: 'a *'\n    s6: '(a'\n"
     )
     assert [str(p) for p in got] == [
-        'matrix.sets.s5: matrix: set "s5": tokenize: unexpected character \'*\' at position 2',
+        "matrix.sets.s5: matrix: set \"s5\": tokenize: unexpected character '*' at position 2",
         'matrix.sets.s6: matrix: set "s6": parse: missing closing parenthesis',
         'matrix.sets.s3: matrix: set "s3" references undefined set "nope"',
         'matrix.sets.s1: matrix: circular reference detected involving set "s1"',
@@ -180,7 +185,9 @@ def test_routing_paths_in_matrix_errors() -> None:
 def test_compile_matrix_raises_config_error_directly() -> None:
     with pytest.raises(ConfigError) as info:
         compile_matrix(MatrixConfig(sets={"s": "x"}), ["a"], path="m")
-    assert info.value.problems == [ConfigProblem("m.sets.s", 'matrix: set "s": unknown var or model "x"')]
+    assert info.value.problems == [
+        ConfigProblem("m.sets.s", 'matrix: set "s": unknown var or model "x"')
+    ]
 
 
 def test_can_coexist() -> None:

@@ -153,9 +153,7 @@ _names = ["a", "b", "c", "d", "e"]
 def test_solver_never_evicts_target_and_result_fits_a_set(
     sets: list[str], target: str, running: frozenset[str]
 ) -> None:
-    compiled = compile_matrix(
-        MatrixConfig(sets={f"s{i}": e for i, e in enumerate(sets)}), _names
-    )
+    compiled = compile_matrix(MatrixConfig(sets={f"s{i}": e for i, e in enumerate(sets)}), _names)
     decision = compiled.solve(target, running)
     assert target not in decision.evict
     assert decision.evict <= running
@@ -168,7 +166,5 @@ def test_solver_never_evicts_target_and_result_fits_a_set(
         combos = [set(c) for name in compiled.set_names for c in compiled.expand(name)]
         assert any(staying <= c for c in combos)
         # optimal: no combination containing the target keeps strictly more cost
-        best = min(
-            sum(compiled.cost(m) for m in running - c) for c in combos if target in c
-        )
+        best = min(sum(compiled.cost(m) for m in running - c) for c in combos if target in c)
         assert sum(compiled.cost(m) for m in decision.evict) == best

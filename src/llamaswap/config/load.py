@@ -18,6 +18,7 @@ Every problem found is collected and raised together as one ConfigError.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,28 @@ _NAMED_FIELDS = (
     "description",
 )
 _KNOWN_TOP = {f.alias or n for n, f in Config.model_fields.items()} | {"groups", "matrix"}
+
+
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
+    """Safe loader with YAML 1.2 booleans: `on`/`off`/`yes`/`no` stay strings (as in Go)."""
+
+    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads this class attribute
+        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+    }
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def parse_yaml(text: str) -> Any:
+    """Parse YAML text the way the config loader does."""
+    return yaml.load(text, Loader=_Loader)
 
 
 def load_config(
@@ -93,7 +116,7 @@ def load_config_text(
 def _parse(text: str, source: str, environ: Mapping[str, str]) -> Any:
     text = mac.substitute_env(text, environ, source)
     try:
-        return yaml.safe_load(text)
+        return parse_yaml(text)
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem("", str(exc))], source) from exc
 
