@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
+import psutil
+
 FAKE_UPSTREAM = [sys.executable, "-m", "llamaswap.testing.fake_upstream"]
 
 
@@ -51,3 +53,11 @@ def wait_until_sync(predicate: Callable[[], bool], timeout: float = 5.0) -> bool
             return False
         time.sleep(0.01)
     return True
+
+
+def pid_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (a zombie awaiting its reaper counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True

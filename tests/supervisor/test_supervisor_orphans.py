@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 from helpers import fake_upstream_cmd, free_port, wait_until
+from helpers import pid_gone as gone
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PDEATHSIG")
 
@@ -32,13 +33,6 @@ PARENT = textwrap.dedent(
     asyncio.run(main())
     """
 )
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def test_sigkill_of_parent_kills_upstream(tmp_path: Path) -> None:
