@@ -281,7 +281,7 @@ class Config(_Base):
     health_check_timeout: int = 120
     log_level: str = "info"
     log_time_format: str = ""
-    log_to_stdout: str = "proxy"
+    log_to_stdout: Literal["proxy", "upstream", "both", "none"] = "proxy"
     log_requests: bool = False
     metrics_max_in_memory: int = DEFAULT_METRICS_MAX_IN_MEMORY
     capture_buffer: int = 5
