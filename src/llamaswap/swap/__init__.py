@@ -1,1 +1,1 @@
-"""swap package."""
+"""Pure swap decisions: eviction policies and the scheduler. No awaits, no clock reads."""
