@@ -6,11 +6,16 @@ This is the only module that turns errors into exit codes.
 
 from __future__ import annotations
 
+import json
 import sys
+from pathlib import Path
 
 import click
 
 from llamaswap import __version__
+from llamaswap.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:8080"
 
 
 def _normalise_single_dash(argv: list[str]) -> list[str]:
@@ -24,14 +29,125 @@ def _normalise_single_dash(argv: list[str]) -> list[str]:
     return out
 
 
+def _serve_options(f: click.decorators.FC) -> click.decorators.FC:
+    options = [
+        click.option(
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Config file (llama-swap compatible YAML).",
+        ),
+        click.option(
+            "--config-dir",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="Directory of *.yaml files merged after --config.",
+        ),
+        click.option(
+            "--listen",
+            default=None,
+            help=f"host:port to listen on (default {DEFAULT_LISTEN}; ':PORT' = all interfaces).",
+        ),
+        click.option(
+            "--watch-config",
+            is_flag=True,
+            help="Reload the config when the file changes (SIGHUP always reloads).",
+        ),
+        click.option("--tls-cert-file", type=click.Path(path_type=Path), default=None),
+        click.option("--tls-key-file", type=click.Path(path_type=Path), default=None),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @click.group(invoke_without_command=True)
 @click.option("--version", "show_version", is_flag=True, help="Print the version and exit.")
+@_serve_options
 @click.pass_context
-def cli(ctx: click.Context, show_version: bool) -> None:
-    """llamaswap: hot-swapping proxy for local inference servers."""
+def cli(
+    ctx: click.Context,
+    show_version: bool,
+    config_path: Path | None,
+    config_dir: Path | None,
+    listen: str | None,
+    watch_config: bool,
+    tls_cert_file: Path | None,
+    tls_key_file: Path | None,
+) -> None:
+    """llamaswap: hot-swapping proxy for local inference servers (default command: serve)."""
     if show_version:
         click.echo(f"version: {__version__}")
         ctx.exit(0)
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(
+            serve,
+            config_path=config_path,
+            config_dir=config_dir,
+            listen=listen,
+            watch_config=watch_config,
+            tls_cert_file=tls_cert_file,
+            tls_key_file=tls_key_file,
+        )
+
+
+@cli.command()
+@_serve_options
+def serve(
+    config_path: Path | None,
+    config_dir: Path | None,
+    listen: str | None,
+    watch_config: bool,
+    tls_cert_file: Path | None,
+    tls_key_file: Path | None,
+) -> None:
+    """Serve the proxy until SIGINT/SIGTERM (then every upstream is stopped)."""
+    from llamaswap.serve import ServeOptions, run  # noqa: PLC0415 - keep --version fast
+
+    if config_path is None and config_dir is None:
+        raise click.UsageError("at least one of --config or --config-dir must be provided")
+    if (tls_cert_file is None) != (tls_key_file is None):
+        raise click.UsageError("--tls-cert-file and --tls-key-file must be given together")
+    options = ServeOptions(
+        config_path=config_path,
+        config_dir=config_dir,
+        listen=listen or DEFAULT_LISTEN,
+        watch_config=watch_config,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
+    )
+    try:
+        run(options)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"llamaswap: {exc}", err=True)
+        sys.exit(1)
+
+
+@cli.command("check-config")
+@click.argument("config_file", type=click.Path(path_type=Path), required=False)
+@click.option("--config-dir", type=click.Path(path_type=Path), default=None)
+def check_config(config_file: Path | None, config_dir: Path | None) -> None:
+    """Validate a config: print every problem with its YAML path, or a summary."""
+    from llamaswap.config.load import load_config, summarize  # noqa: PLC0415
+
+    try:
+        config = load_config(config_file, config_dir)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(summarize(config))
+
+
+@cli.command()
+def schema() -> None:
+    """Print the JSON Schema of the config file (for editors)."""
+    from llamaswap.config.load import config_schema  # noqa: PLC0415
+
+    click.echo(json.dumps(config_schema(), indent=2))
 
 
 def main(argv: list[str] | None = None) -> None:

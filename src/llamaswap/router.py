@@ -1,0 +1,301 @@
+"""The router: feeds the pure scheduler with facts and carries out its effects.
+
+It owns one `UpstreamProcess` per model and every background task it starts (swaps, stops,
+the TTL timer). The HTTP layer calls `acquire(model)` and gets a `Lease`; the lease is what
+keeps the model from being stopped, and it is registered by the scheduler in the same step
+that decides the request may go ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from llamaswap.config.model import Config, ModelConfig
+from llamaswap.errors import RequestError, TooManyRequests, UpstreamError
+from llamaswap.observe.events import EventBus
+from llamaswap.observe.logbuffer import LogBuffer
+from llamaswap.supervisor import ProcessSpec, ProcessState, UpstreamProcess
+from llamaswap.swap.effects import (
+    Effect,
+    Grant,
+    QueuePosition,
+    Reject,
+    StartSwap,
+    StopModels,
+    StopReason,
+)
+from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
+from llamaswap.swap.scheduler import ModelRules, Scheduler
+
+log = logging.getLogger("llamaswap.router")
+
+QueueListener = Callable[[int], None]
+
+
+@dataclass
+class Lease:
+    """Permission to forward one request to `model`. Release exactly once (idempotent)."""
+
+    model: str
+    upstream: str
+    _release: Callable[[], None] = field(repr=False)
+    _released: bool = field(default=False, repr=False)
+
+    def release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._release()
+
+
+def process_spec(model: ModelConfig, health_check_timeout: float) -> ProcessSpec:
+    return ProcessSpec(
+        model_id=model.id,
+        cmd=model.cmd,
+        cmd_stop=model.cmd_stop,
+        proxy=model.proxy,
+        check_endpoint=model.check_endpoint,
+        env=tuple(model.env),
+        health_check_timeout=float(health_check_timeout),
+    )
+
+
+def eviction_policy(config: Config) -> EvictionPolicy:
+    matrix = config.compiled_matrix()
+    if matrix is not None:
+        return MatrixPolicy(lambda target, running: matrix.solve(target, running).evict)
+    return GroupPolicy(config.group_map())
+
+
+class Router:
+    """Carries out scheduler decisions for one config. Use as `async with Router(...)`."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        events: EventBus,
+        upstream_log: LogBuffer,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self._events = events
+        self._clock = clock
+        rules = {
+            m.id: ModelRules(
+                priority=config.fifo_priority(m.id),
+                concurrency_limit=m.concurrency_limit,
+                ttl=float(m.ttl),
+            )
+            for m in config.models.values()
+        }
+        self._scheduler = Scheduler(rules, eviction_policy(config))
+        self.logs: dict[str, LogBuffer] = {}
+        self.processes: dict[str, UpstreamProcess] = {}
+        for model in config.models.values():
+            logs = LogBuffer(parents=(upstream_log,))
+            self.logs[model.id] = logs
+            self.processes[model.id] = UpstreamProcess(
+                process_spec(model, config.health_check_timeout),
+                logs=logs,
+                on_state_change=self._on_state_change,
+                on_unexpected_exit=self._on_unexpected_exit,
+            )
+        self._waiters: dict[int, asyncio.Future[Lease]] = {}
+        self._queue_listeners: dict[int, QueueListener] = {}
+        self._next_id = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+        self._ttl_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.swap_count = 0
+
+    async def __aenter__(self) -> Router:
+        self._ttl_task = asyncio.create_task(self._ttl_loop(), name="llamaswap-ttl")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    # ---- requests --------------------------------------------------------------------------
+
+    async def acquire(self, model: str, on_queue: QueueListener | None = None) -> Lease:
+        """Wait until `model` is ready and this request holds a lease on it.
+
+        Raises RequestError (404/429/500/503). If the caller is cancelled (client left), its
+        place is freed, including a lease granted in the same instant.
+        """
+        self._next_id += 1
+        request_id = self._next_id
+        future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
+        self._waiters[request_id] = future
+        if on_queue is not None:
+            self._queue_listeners[request_id] = on_queue
+        try:
+            self._apply(self._scheduler.on_request(request_id, model, self._clock()))
+            return await future
+        except asyncio.CancelledError:
+            self._apply(self._scheduler.on_cancel(request_id, self._clock()))
+            raise
+        finally:
+            self._waiters.pop(request_id, None)
+            self._queue_listeners.pop(request_id, None)
+
+    def _release(self, request_id: int) -> None:
+        if not self._closed:
+            self._apply(self._scheduler.on_served(request_id, self._clock()))
+
+    # ---- operator actions ------------------------------------------------------------------
+
+    async def unload(self, models: list[str] | None = None) -> None:
+        """Stop `models` (None = every model) now; waiters for them are told."""
+        effects = self._scheduler.on_unload(models, self._clock())
+        stops = [e for e in effects if isinstance(e, StopModels)]
+        self._apply([e for e in effects if not isinstance(e, StopModels)])
+        await asyncio.gather(*(self._stop_models(stop) for stop in stops))
+
+    async def shutdown(self) -> None:
+        """Reject every waiter, stop every process, end every background task."""
+        if self._closed:
+            return
+        self._apply(self._scheduler.on_shutdown())
+        self._closed = True
+        if self._ttl_task is not None:
+            self._ttl_task.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._ttl_task is not None:
+            await asyncio.gather(self._ttl_task, return_exceptions=True)
+        await asyncio.gather(
+            *(p.shutdown(graceful_timeout=5.0) for p in self.processes.values()),
+            return_exceptions=True,
+        )
+
+    # ---- views -----------------------------------------------------------------------------
+
+    def state(self, model: str) -> ProcessState:
+        return self.processes[model].state
+
+    def queue_depth(self) -> int:
+        return self._scheduler.queue_depth()
+
+    def lease_count(self, model: str) -> int:
+        return self._scheduler.lease_count(model)
+
+    # ---- effects ---------------------------------------------------------------------------
+
+    def _apply(self, effects: list[Effect]) -> None:
+        for effect in effects:
+            if isinstance(effect, Grant):
+                self._grant(effect)
+            elif isinstance(effect, Reject):
+                self._reject(effect)
+            elif isinstance(effect, StartSwap):
+                self.spawn_background(self._run_swap(effect), f"swap-{effect.target}")
+            elif isinstance(effect, StopModels):
+                self.spawn_background(self._stop_models(effect), "stop")
+            elif isinstance(effect, QueuePosition):
+                listener = self._queue_listeners.get(effect.request_id)
+                if listener is not None:
+                    listener(effect.position)
+        self._wake.set()
+
+    def _grant(self, grant: Grant) -> None:
+        future = self._waiters.get(grant.request_id)
+        lease = Lease(
+            grant.model,
+            self.config.models[grant.model].proxy,
+            lambda: self._release(grant.request_id),
+        )
+        if future is None or future.done():
+            lease.release()  # the caller already left: never leave a lease dangling
+            return
+        future.set_result(lease)
+
+    def _reject(self, reject: Reject) -> None:
+        future = self._waiters.get(reject.request_id)
+        if future is None or future.done():
+            return
+        error: RequestError
+        if reject.status == 429:
+            error = TooManyRequests(reject.message)
+        else:
+            error = RequestError(reject.message, status=reject.status, code=reject.code)
+        future.set_exception(error)
+
+    def spawn_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=f"llamaswap-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_swap(self, swap: StartSwap) -> None:
+        started = self._clock()
+        self.swap_count += 1
+        error: str | None = None
+        try:
+            await asyncio.gather(
+                *(
+                    self.processes[m].stop(float(self.config.health_check_timeout))
+                    for m in swap.evict
+                )
+            )
+            await self.processes[swap.target].ensure_ready()
+        except UpstreamError as exc:
+            error = str(exc)
+        log.info(
+            "swap to %s (evicted %s) %s in %.2fs",
+            swap.target,
+            ", ".join(sorted(swap.evict)) or "nothing",
+            "failed: " + error if error else "done",
+            self._clock() - started,
+        )
+        self._events.publish(
+            "swap",
+            {
+                "target": swap.target,
+                "evicted": sorted(swap.evict),
+                "error": error,
+                "duration_s": self._clock() - started,
+            },
+        )
+        if not self._closed:
+            self._apply(self._scheduler.on_swap_done(swap.swap_id, error, self._clock()))
+
+    async def _stop_models(self, stop: StopModels) -> None:
+        async def stop_one(model: str) -> None:
+            timeout = float(self.config.models[model].unload_timeout)
+            await self.processes[model].stop(timeout)
+            log.info("stopped %s (%s)", model, stop.reason.value)
+            if not self._closed:
+                self._apply(self._scheduler.on_stopped(model, self._clock()))
+
+        await asyncio.gather(*(stop_one(m) for m in sorted(stop.models)))
+
+    async def _ttl_loop(self) -> None:
+        while True:
+            deadline = self._scheduler.next_deadline()
+            self._wake.clear()
+            timeout = None if deadline is None else max(0.0, deadline - self._clock())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                effects = self._scheduler.on_tick(self._clock())
+                for effect in effects:
+                    if isinstance(effect, StopModels) and effect.reason is StopReason.TTL:
+                        log.info("ttl expired for %s", ", ".join(sorted(effect.models)))
+                self._apply(effects)
+
+    # ---- process callbacks -----------------------------------------------------------------
+
+    def _on_state_change(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        self._events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
+
+    def _on_unexpected_exit(self, model: str, code: int | None) -> None:
+        log.warning("upstream %s exited unexpectedly (code %s)", model, code)
+        if not self._closed:
+            self._apply(self._scheduler.on_exited(model, self._clock()))

@@ -1,0 +1,207 @@
+"""Running the server: load the config, build the app, listen, reload, shut down cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from llamaswap.config.load import load_config
+from llamaswap.config.model import Config
+from llamaswap.errors import ConfigError
+from llamaswap.observe.events import EventBus
+from llamaswap.observe.logbuffer import LogBuffer
+from llamaswap.router import Router
+from llamaswap.server.app import build_app
+from llamaswap.server.auth import ApiKeyChecker
+from llamaswap.server.state import AppState
+
+log = logging.getLogger("llamaswap")
+
+WATCH_INTERVAL_S = 2.0
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    config_path: Path | None
+    config_dir: Path | None
+    listen: str
+    watch_config: bool = False
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+
+def parse_listen(listen: str) -> tuple[str | None, int]:
+    """`host:port`, `[v6]:port` or `:port` (all interfaces, as llama-swap's `:8080`)."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise OSError(f"invalid --listen address {listen!r}: expected host:port")
+    host = host.strip("[]")
+    return (host or None), int(port)
+
+
+def configure_logging(config: Config) -> None:
+    level = getattr(logging, config.log_level.upper(), logging.INFO)
+    root = logging.getLogger("llamaswap")
+    root.setLevel(level)
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+        root.addHandler(handler)
+    root.disabled = config.log_to_stdout in ("upstream", "none")
+
+
+def _put_interpreter_on_path() -> None:
+    """Make `python3` in a model's cmd mean the interpreter llamaswap runs in (a venv's)."""
+    bindir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if bindir not in path.split(os.pathsep):
+        os.environ["PATH"] = bindir + (os.pathsep + path if path else "")
+
+
+class Server:
+    """One listening socket; the config-dependent part (router, app state) can be replaced."""
+
+    def __init__(self, options: ServeOptions) -> None:
+        self.options = options
+        self.events = EventBus()
+        self.upstream_log = LogBuffer()
+        self._state: AppState | None = None
+        self._runner: web.AppRunner | None = None
+        self._mirror: asyncio.Task[None] | None = None
+
+    def load(self) -> Config:
+        return load_config(self.options.config_path, self.options.config_dir)
+
+    async def start(self, config: Config) -> None:
+        configure_logging(config)
+        router = Router(config, events=self.events, upstream_log=self.upstream_log)
+        await router.__aenter__()
+        self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
+        app = build_app(self._state)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        host, port = parse_listen(self.options.listen)
+        ssl_context = None
+        if self.options.tls_cert_file and self.options.tls_key_file:
+            ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ssl_context.load_cert_chain(self.options.tls_cert_file, self.options.tls_key_file)
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
+        await site.start()
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("listening on %s: not loopback-only, set apiKeys", self.options.listen)
+        log.info(
+            "llamaswap listening on %s with %d models", self.options.listen, len(config.models)
+        )
+        if config.log_to_stdout in ("upstream", "both"):
+            self._mirror = asyncio.create_task(self._mirror_upstream())
+        self._preload(config, router)
+
+    def _preload(self, config: Config, router: Router) -> None:
+        async def preload(model: str) -> None:
+            try:
+                lease = await router.acquire(model)
+            except Exception as exc:  # a failed preload is logged, never fatal
+                log.warning("preload of %s failed: %s", model, exc)
+                return
+            lease.release()
+            log.info("preloaded %s", model)
+
+        async def preload_all() -> None:
+            for model in config.hooks.on_startup.preload:
+                await preload(model)
+
+        if config.hooks.on_startup.preload:
+            router.spawn_background(preload_all(), "preload")
+
+    async def _mirror_upstream(self) -> None:
+        with self.upstream_log.subscribe() as feed:
+            async for chunk in feed:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.flush()
+
+    async def reload(self) -> None:
+        """Load the config again; a bad one is reported and the running one kept."""
+        try:
+            config = self.load()
+        except ConfigError as exc:
+            log.error("config reload rejected, keeping the running config:\n%s", exc)
+            return
+        log.info("config changed: restarting with the new config")
+        await self.stop()
+        await self.start(config)
+
+    async def stop(self) -> None:
+        if self._mirror is not None:
+            self._mirror.cancel()
+            await asyncio.gather(self._mirror, return_exceptions=True)
+            self._mirror = None
+        if self._runner is not None:
+            await self._runner.cleanup()  # stops accepting, then the app's cleanup stops models
+            self._runner = None
+
+
+def _config_stamp(options: ServeOptions) -> tuple[tuple[str, float, int], ...]:
+    files: list[Path] = []
+    if options.config_path is not None:
+        files.append(options.config_path)
+    if options.config_dir is not None and options.config_dir.is_dir():
+        files.extend(sorted(options.config_dir.glob("*.y*ml")))
+    stamps = []
+    for f in files:
+        with contextlib.suppress(OSError):
+            st = f.stat()
+            stamps.append((str(f), st.st_mtime, st.st_size))
+    return tuple(stamps)
+
+
+async def serve_forever(options: ServeOptions) -> None:
+    _put_interpreter_on_path()
+    server = Server(options)
+    await server.start(server.load())
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    reload_requested = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+    stamp = _config_stamp(options)
+    try:
+        while not stop.is_set():
+            waiters = [
+                asyncio.ensure_future(stop.wait()),
+                asyncio.ensure_future(reload_requested.wait()),
+            ]
+            timeout = WATCH_INTERVAL_S if options.watch_config else None
+            _, pending = await asyncio.wait(
+                waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            for w in pending:
+                w.cancel()
+            if stop.is_set():
+                break
+            new_stamp = _config_stamp(options)
+            if reload_requested.is_set() or (options.watch_config and new_stamp != stamp):
+                reload_requested.clear()
+                stamp = new_stamp
+                await server.reload()
+    finally:
+        log.info("shutting down: stopping every upstream")
+        await server.stop()
+
+
+def run(options: ServeOptions) -> None:
+    try:
+        import uvloop  # noqa: PLC0415 - optional speed-up
+    except ImportError:
+        asyncio.run(serve_forever(options))
+    else:
+        uvloop.run(serve_forever(options))

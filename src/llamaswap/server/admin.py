@@ -1,0 +1,127 @@
+"""Operator and listing routes: /v1/models, /running, /health, unload, version, redirects."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiohttp import web
+
+from llamaswap.errors import ModelNotFound
+from llamaswap.server.state import STATE, AppState
+from llamaswap.supervisor import ProcessState
+
+
+def _state(request: web.Request) -> AppState:
+    return request.app[STATE]
+
+
+def _model_entry(state: AppState, model_id: str, listed_id: str, now: int) -> dict[str, Any]:
+    model = state.config.models[model_id]
+    entry: dict[str, Any] = {
+        "id": listed_id,
+        "object": "model",
+        "created": now,
+        "owned_by": "llama-swap",
+    }
+    if model.name:
+        entry["name"] = model.name
+    if model.description:
+        entry["description"] = model.description
+    meta: dict[str, Any] = dict(model.metadata)
+    if listed_id == model_id:
+        meta["type"] = "model"
+        if model.aliases:
+            meta["aliases"] = list(model.aliases)
+    else:
+        meta.update({"type": "alias", "modelID": model_id})
+    entry["meta"] = {"llamaswap": meta}
+    loaded = state.router.state(model_id) not in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
+    entry["status"] = {"value": "loaded" if loaded else "unloaded"}
+    return entry
+
+
+async def list_models(request: web.Request) -> web.Response:
+    state = _state(request)
+    now = int(time.time())
+    data = []
+    for model_id, model in state.config.models.items():
+        if model.unlisted:
+            continue
+        data.append(_model_entry(state, model_id, model_id, now))
+        if state.config.include_aliases_in_list:
+            data.extend(_model_entry(state, model_id, alias, now) for alias in model.aliases)
+    data.sort(key=lambda e: e["id"])
+    headers = {}
+    if origin := request.headers.get("Origin"):
+        headers["Access-Control-Allow-Origin"] = origin
+    return web.json_response({"object": "list", "data": data}, headers=headers)
+
+
+async def running(request: web.Request) -> web.Response:
+    state = _state(request)
+    entries = []
+    for model_id in sorted(state.config.models):
+        process_state = state.router.state(model_id)
+        if process_state in (ProcessState.STOPPED, ProcessState.SHUTDOWN):
+            continue
+        model = state.config.models[model_id]
+        entries.append(
+            {
+                "model": model_id,
+                "state": process_state.value,
+                "cmd": model.cmd,
+                "proxy": model.proxy,
+                "ttl": model.ttl,
+                "name": model.name,
+                "description": model.description,
+            }
+        )
+    return web.json_response({"running": entries})
+
+
+async def health(_: web.Request) -> web.Response:
+    return web.Response(text="OK")
+
+
+async def unload_all(request: web.Request) -> web.Response:
+    await _state(request).router.unload(None)
+    return web.Response(text="OK")
+
+
+async def api_unload_all(request: web.Request) -> web.Response:
+    await _state(request).router.unload(None)
+    return web.json_response({"msg": "ok"})
+
+
+async def api_unload_one(request: web.Request) -> web.Response:
+    state = _state(request)
+    model_id = state.config.resolve_model(request.match_info["model"])
+    if model_id is None:
+        raise ModelNotFound("model not found")
+    await state.router.unload([model_id])
+    return web.Response(text="OK")
+
+
+def add_routes(app: web.Application, version: str) -> None:
+
+    async def api_version(_: web.Request) -> web.Response:
+        return web.json_response({"version": version, "commit": "", "build_date": ""})
+
+    async def to_ui(_: web.Request) -> web.Response:
+        raise web.HTTPFound("/ui")
+
+    async def to_ui_models(_: web.Request) -> web.Response:
+        raise web.HTTPFound("/ui/models")
+
+    app.router.add_get("/v1/models", list_models)
+    app.router.add_get("/models", list_models)
+    app.router.add_get("/running", running)
+    app.router.add_get("/health", health)
+    app.router.add_get("/wol-health", health)
+    app.router.add_get("/unload", unload_all)
+    app.router.add_post("/api/models/unload", api_unload_all)
+    app.router.add_post("/api/models/unload/{model:.+}", api_unload_one)
+    app.router.add_get("/api/version", api_version)
+    app.router.add_get("/", to_ui)
+    app.router.add_get("/upstream", to_ui_models)

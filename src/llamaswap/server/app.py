@@ -1,0 +1,228 @@
+"""Builds the aiohttp application. The whole route table is in `build_app`.
+
+A model request goes: auth → read body → find the model (JSON / multipart / form / query /
+`/upstream/<model>/` path) → resolve aliases → request filters → `router.acquire` (a lease) →
+stream to the upstream → release the lease when the last byte is sent or the client leaves.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from llamaswap import __version__
+from llamaswap.errors import ModelNotFound, RequestError
+from llamaswap.server import admin
+from llamaswap.server.auth import (
+    preflight_response,
+    route_needs_auth,
+    unauthorized_response,
+)
+from llamaswap.server.extract import (
+    BodyKind,
+    find_model_in_path,
+    rewrite_multipart_model,
+    shape_request,
+)
+from llamaswap.server.filters import apply_json_filters
+from llamaswap.server.forward import forward, new_client_session
+from llamaswap.server.responses import error_response, response_for_error
+from llamaswap.server.state import STATE, AppState
+
+log = logging.getLogger("llamaswap.server")
+
+# Routes whose model comes from the request body (JSON, multipart or form).
+BODY_ROUTES = (
+    "/v1/chat/completions",
+    "/v1/responses",
+    "/v1/completions",
+    "/v1/messages",
+    "/v1/messages/count_tokens",
+    "/v1/embeddings",
+    "/reranking",
+    "/rerank",
+    "/v1/rerank",
+    "/v1/reranking",
+    "/infill",
+    "/completion",
+    "/v1/audio/speech",
+    "/v1/audio/voices",
+    "/v1/images/generations",
+    "/sdapi/v1/txt2img",
+    "/sdapi/v1/img2img",
+    "/v1/audio/transcriptions",
+    "/v1/images/edits",
+    "/audioapi/v1/tasks/run",
+)
+# Versionless routes: `/v/x` is forwarded as `/x`.
+VERSIONLESS_ROUTES = tuple(
+    f"/v/{p}"
+    for p in (
+        "chat/completions",
+        "responses",
+        "completions",
+        "messages",
+        "messages/count_tokens",
+        "embeddings",
+        "rerank",
+        "reranking",
+    )
+)
+# Routes whose model comes from `?model=`.
+QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
+
+
+def upstream_path(path: str) -> str:
+    """The path the upstream sees for a model route."""
+    if path.startswith("/v/"):
+        return path[2:]
+    if path == "/audioapi/v1/tasks/run":
+        return "/v1/tasks/run"
+    return path
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every failure into an OpenAI-style error; never leak a traceback."""
+    accept = request.headers.get("Accept", "")
+    try:
+        return await handler(request)
+    except RequestError as exc:
+        return response_for_error(accept, exc)
+    except web.HTTPMethodNotAllowed as exc:
+        headers = {"Allow": ", ".join(sorted(exc.allowed_methods))}
+        return error_response(accept, 405, f"method {request.method} not allowed", headers=headers)
+    except web.HTTPNotFound:
+        return error_response(accept, 404, "404 page not found")
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return error_response(accept, exc.status, exc.reason)
+        raise
+    except Exception:
+        log.exception("unhandled error serving %s %s", request.method, request.path)
+        return error_response(accept, 500, "internal error")
+
+
+@web.middleware
+async def auth_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        return preflight_response(request.headers)
+    state = request.app[STATE]
+    if (
+        state.keys.enabled
+        and route_needs_auth(request.method, request.path)
+        and not state.keys.check(request.headers)
+    ):
+        return unauthorized_response(request.headers.get("Accept", ""))
+    return await handler(request)
+
+
+async def _serve_model(
+    request: web.Request, state: AppState, model_id: str, path: str, body: bytes | None
+) -> web.StreamResponse:
+    """Hold a lease on `model_id` for the whole exchange with its upstream."""
+    lease = await state.router.acquire(model_id)
+    try:
+        if state.before_forward is not None:
+            await state.before_forward(model_id)
+        assert state.session is not None
+        timeouts = state.config.models[model_id].timeouts
+        return await forward(
+            request,
+            state.session,
+            base_url=lease.upstream,
+            path=path,
+            body=body,
+            connect_timeout=float(timeouts.connect),
+        )
+    finally:
+        lease.release()
+
+
+def _resolve(state: AppState, requested: str | None) -> str:
+    if not requested:
+        raise ModelNotFound("no model id could be identified")
+    model_id = state.config.resolve_model(requested)
+    if model_id is None:
+        raise ModelNotFound("no local server found for requested model")
+    return model_id
+
+
+async def model_route(request: web.Request) -> web.StreamResponse:
+    """Inference routes: the model comes from the body or the query."""
+    state = request.app[STATE]
+    body = await request.read()
+    shape = shape_request(request.method, request.content_type, request.query, body)
+    model_id = _resolve(state, shape.model)
+    requested = shape.model or model_id
+    model = state.config.models[model_id]
+    if shape.kind is BodyKind.JSON:
+        filters = model.filters
+        body = apply_json_filters(
+            body,
+            use_model_name=model.use_model_name,
+            strip_params=filters.strip_params,
+            set_params=filters.set_params,
+            set_params_by_id=filters.set_params_by_id.get(requested),
+        )
+    elif shape.kind is BodyKind.MULTIPART and model.use_model_name:
+        body, content_type = rewrite_multipart_model(
+            body, request.headers.get("Content-Type", ""), model.use_model_name
+        )
+        request = request.clone(headers={**request.headers, "Content-Type": content_type})
+    return await _serve_model(request, state, model_id, upstream_path(request.path), body)
+
+
+async def upstream_route(request: web.Request) -> web.StreamResponse:
+    """`/upstream/<model>/<path>`: raw passthrough to the model's server (any method)."""
+    state = request.app[STATE]
+    raw_path = request.raw_path.split("?", 1)[0]
+    found = find_model_in_path(raw_path, state.config.resolve_model)
+    if found is None:
+        raise ModelNotFound("model not found")
+    requested, rest = found
+    if rest == "":
+        location = raw_path + "/" + (f"?{request.query_string}" if request.query_string else "")
+        status = 301 if request.method in ("GET", "HEAD") else 308
+        raise _redirect(status, location)
+    model_id = _resolve(state, requested)
+    body = await request.read()
+    return await _serve_model(request, state, model_id, rest, body)
+
+
+def _redirect(status: int, location: str) -> web.HTTPException:
+    if status == 301:
+        return web.HTTPMovedPermanently(location)
+    return web.HTTPPermanentRedirect(location)
+
+
+async def _start_session(app: web.Application) -> None:
+    app[STATE].session = new_client_session()
+
+
+async def _close(app: web.Application) -> None:
+    state = app[STATE]
+    await state.router.shutdown()
+    if state.session is not None:
+        await state.session.close()
+
+
+def build_app(state: AppState) -> web.Application:
+    """The route table, in one place."""
+    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1024**3)
+    app[STATE] = state
+    app.on_startup.append(_start_session)
+    app.on_cleanup.append(_close)
+    for path in (*BODY_ROUTES, *VERSIONLESS_ROUTES):
+        app.router.add_post(path, model_route)
+    for path in QUERY_ROUTES:
+        app.router.add_get(path, model_route)
+    app.router.add_route("*", "/upstream/{tail:.+}", upstream_route)
+    admin.add_routes(app, __version__)
+    return app

@@ -1,0 +1,118 @@
+"""Streaming reverse proxy to an upstream server.
+
+Bodies are passed through chunk by chunk as they arrive (never buffered, never re-encoded:
+the client session does not decompress). Server-sent events get `X-Accel-Buffering: no`
+so that a fronting nginx does not buffer them either. When the client leaves, aiohttp
+cancels the handler, which closes the upstream response and so cancels the upstream request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+
+from llamaswap.server.responses import error_response
+
+log = logging.getLogger("llamaswap.forward")
+
+# RFC 9110 §7.6.1 connection-specific headers, plus the ones the transport recomputes.
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "host",
+    }
+)
+
+
+def new_client_session() -> aiohttp.ClientSession:
+    """One pooled client for all upstreams: no overall timeout (streams may run for hours)."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=30),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+    )
+
+
+def upstream_headers(headers: Mapping[str, str], remote: str | None) -> CIMultiDict[str]:
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in headers.items():
+        if name.lower() not in HOP_BY_HOP:
+            out.add(name, value)
+    if remote:
+        prior = headers.get("X-Forwarded-For")
+        out["X-Forwarded-For"] = f"{prior}, {remote}" if prior else remote
+    return out
+
+
+def join_url(base: str, path: str, query_string: str) -> str:
+    url = base.rstrip("/") + (path if path.startswith("/") else "/" + path)
+    return f"{url}?{query_string}" if query_string else url
+
+
+async def forward(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    *,
+    base_url: str,
+    path: str,
+    body: bytes | None,
+    connect_timeout: float | None = None,
+) -> web.StreamResponse:
+    """Send the request to `base_url + path` and stream the answer back to the client."""
+    url = join_url(base_url, path, request.query_string)
+    headers = upstream_headers(request.headers, request.remote)
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
+    data = body if body is not None else request.content
+    try:
+        upstream = await session.request(
+            request.method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            timeout=timeout,
+        )
+    except (aiohttp.ClientError, OSError) as exc:
+        log.warning("upstream request to %s failed: %s", url, exc)
+        return error_response(
+            request.headers.get("Accept", ""), 502, f"upstream request failed: {exc}"
+        )
+    async with upstream:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in upstream.headers.items():
+            lower = name.lower()
+            if lower in HOP_BY_HOP and lower != "content-length":
+                continue
+            response.headers.add(name, value)
+        if "text/event-stream" in upstream.headers.get("Content-Type", ""):
+            response.headers["X-Accel-Buffering"] = "no"
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+        except (aiohttp.ClientError, OSError) as exc:
+            # Either side broke off. Headers are gone already, so the client (if still there)
+            # sees a truncated body; closing the upstream connection cancels its work.
+            log.info("stream to/from %s ended early: %s", url, exc)
+            upstream.close()
+            return response
+        except BaseException:
+            upstream.close()  # cancelled (client left): drop the upstream request too
+            raise
+        await response.write_eof()
+        return response
