@@ -18,7 +18,9 @@ whenever anything changes:
   5. Its model is STOPPED: ask the policy which running models must go. If that collides with
      a swap in progress (our evictions include its target or overlap its evictions, or a model
      to evict is already stopping) → keep waiting. Otherwise create a swap. A swap launches
-     (StartSwap effect) only once no model it evicts holds a lease; until then it drains.
+     (StartSwap effect) only once no model it evicts holds a lease; until then it drains,
+     and its waiters return to the queue before every re-run (so priority order holds and
+     a swap nobody waits for any more is dropped). A launched swap always completes.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ class _Swap:
     swap_id: int
     target: str
     evict: frozenset[str]
-    waiters: list[int] = field(default_factory=list)
+    waiters: list[_Waiting] = field(default_factory=list)
     launched: bool = False
     unload_when_done: bool = False
 
@@ -134,8 +136,6 @@ class Scheduler:
         self._queue.append(
             _Waiting(request_id, model, self._rules[model].priority, next(self._seq))
         )
-        # Higher priority first; equal priority keeps arrival order (the sort is stable).
-        self._queue.sort(key=lambda w: (-w.priority, w.seq))
         effects = self._drain(now)
         if request_id in self._model_of and request_id not in self._leases:
             effects.append(QueuePosition(request_id, self._position(request_id)))
@@ -152,17 +152,17 @@ class Scheduler:
         if error is None:
             self._phase[swap.target] = Phase.READY
             self._idle_since[swap.target] = now
-            for request_id in swap.waiters:
-                del self._swap_of_waiter[request_id]
-                effects.append(self._grant(request_id, swap.target))
+            for waiting in swap.waiters:
+                del self._swap_of_waiter[waiting.request_id]
+                effects.append(self._grant(waiting.request_id, swap.target))
             if swap.unload_when_done:
                 effects.extend(self._stop_now([swap.target], StopReason.UNLOAD))
         else:
             self._phase[swap.target] = Phase.STOPPED
             message = f"failed to start model {swap.target}: {error}"
-            for request_id in swap.waiters:
-                del self._swap_of_waiter[request_id]
-                effects.append(self._reject(request_id, 500, message))
+            for waiting in swap.waiters:
+                del self._swap_of_waiter[waiting.request_id]
+                effects.append(self._reject(waiting.request_id, 500, message))
         effects.extend(self._drain(now))
         return effects
 
@@ -183,7 +183,8 @@ class Scheduler:
             return self.on_served(request_id, now)
         swap_id = self._swap_of_waiter.pop(request_id, None)
         if swap_id is not None:
-            self._swaps[swap_id].waiters.remove(request_id)
+            swap = self._swaps[swap_id]
+            swap.waiters = [w for w in swap.waiters if w.request_id != request_id]
             self._release(request_id)
             return self._drain(now)
         for i, waiting in enumerate(self._queue):
@@ -216,9 +217,11 @@ class Scheduler:
         for swap in list(self._swaps.values()):
             if swap.target not in targets:
                 continue
-            for request_id in swap.waiters:
-                del self._swap_of_waiter[request_id]
-                effects.append(self._reject(request_id, 500, f"model {swap.target} unloaded"))
+            for waiting in swap.waiters:
+                del self._swap_of_waiter[waiting.request_id]
+                effects.append(
+                    self._reject(waiting.request_id, 500, f"model {swap.target} unloaded")
+                )
             swap.waiters = []
             if swap.launched:
                 swap.unload_when_done = True
@@ -249,9 +252,9 @@ class Scheduler:
             effects.append(self._reject(waiting.request_id, 503, "llamaswap is shutting down"))
         self._queue.clear()
         for swap in self._swaps.values():
-            for request_id in swap.waiters:
-                del self._swap_of_waiter[request_id]
-                effects.append(self._reject(request_id, 503, "llamaswap is shutting down"))
+            for waiting in swap.waiters:
+                del self._swap_of_waiter[waiting.request_id]
+                effects.append(self._reject(waiting.request_id, 503, "llamaswap is shutting down"))
             swap.waiters = []
         return effects
 
@@ -259,6 +262,7 @@ class Scheduler:
 
     def _drain(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
+        self._requeue_unlaunched()
         for waiting in list(self._queue):
             if self._place(waiting, effects):
                 self._queue.remove(waiting)
@@ -271,6 +275,18 @@ class Scheduler:
                 effects.append(StartSwap(swap.swap_id, swap.target, swap.evict))
         return effects
 
+    def _requeue_unlaunched(self) -> None:
+        """A swap still draining leases is a plan, not a commitment: its waiters go back to the
+        queue and are placed again in queue order. So a later, higher-priority request can go
+        first, and a swap whose waiters all left (cancel, shutdown) is never launched."""
+        for swap in [s for s in self._swaps.values() if not s.launched]:
+            del self._swaps[swap.swap_id]
+            for waiting in swap.waiters:
+                del self._swap_of_waiter[waiting.request_id]
+                self._queue.append(waiting)
+        # Higher priority first; equal priority keeps arrival order.
+        self._queue.sort(key=lambda w: (-w.priority, w.seq))
+
     def _place(self, waiting: _Waiting, effects: list[Effect]) -> bool:
         """Steps 1–5 of the module docstring. True when the request left the queue."""
         model = waiting.model
@@ -279,7 +295,9 @@ class Scheduler:
             return False
         swap = self._swap_targeting(model)
         if swap is not None:
-            swap.waiters.append(waiting.request_id)
+            if swap.unload_when_done:
+                return False  # it is stopped once started: wait, then start it afresh
+            swap.waiters.append(waiting)
             self._swap_of_waiter[waiting.request_id] = swap.swap_id
             return True
         if phase is Phase.READY:
@@ -290,7 +308,7 @@ class Scheduler:
         evict = self._policy.evictions(model, self._running() - {model})
         if self._collides(model, evict):
             return False
-        swap = _Swap(next(self._swap_ids), model, evict, [waiting.request_id])
+        swap = _Swap(next(self._swap_ids), model, evict, [waiting])
         self._swaps[swap.swap_id] = swap
         self._swap_of_waiter[waiting.request_id] = swap.swap_id
         return True
