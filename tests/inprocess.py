@@ -1,0 +1,56 @@
+"""Run llamaswap inside the test's event loop (real sockets, real upstream processes).
+
+Used where a test needs a seam into the server (the `before_forward` hook) or to look at the
+router's state directly; everything else talks to a llamaswap subprocess.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from aiohttp import web
+
+from helpers import free_port
+from llamaswap.config.load import load_config_text
+from llamaswap.observe.events import EventBus
+from llamaswap.observe.logbuffer import LogBuffer
+from llamaswap.router import Router
+from llamaswap.server.app import build_app
+from llamaswap.server.auth import ApiKeyChecker
+from llamaswap.server.state import AppState
+
+FAKE = f"{sys.executable} -m llamaswap.testing.fake_upstream --silent"
+
+
+def fake_models_yaml(names: list[str], extra: str = "") -> str:
+    """A `models:` block of fake upstreams on ${PORT}, plus `extra` model keys for each."""
+    lines = ["models:"]
+    for name in names:
+        lines += [
+            f"  {name}:",
+            f"    cmd: {FAKE} --port ${{PORT}} --model {name}",
+            "    proxy: http://127.0.0.1:${PORT}",
+        ]
+        lines += [f"    {line}" for line in extra.splitlines() if line.strip()]
+    return "\n".join(lines) + "\n"
+
+
+@asynccontextmanager
+async def running_llamaswap(config_yaml: str) -> AsyncIterator[tuple[str, AppState]]:
+    """Yield (base URL, app state) of a llamaswap serving `config_yaml` on a free port."""
+    start_port = free_port()
+    config = load_config_text(f"startPort: {start_port}\n" + config_yaml)
+    router = Router(config, events=EventBus(), upstream_log=LogBuffer())
+    state = AppState(config, router, ApiKeyChecker(config.api_keys))
+    runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    async with router:
+        await site.start()
+        try:
+            yield f"http://127.0.0.1:{port}", state
+        finally:
+            await runner.cleanup()

@@ -1,0 +1,89 @@
+"""The swap race of llama-swap, reproduced deterministically: it must not happen here.
+
+llama-swap (before c3f0d43e) let a request for a loaded model pass the "model is ready"
+check, then let a swap stop that model before the request reached it. Here the grant is the
+lease, so a request parked between grant and forwarding keeps its model alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from helpers import wait_until
+from inprocess import fake_models_yaml, running_llamaswap
+from llamaswap.supervisor import ProcessState
+
+
+async def chat(session: aiohttp.ClientSession, base: str, model: str) -> dict[str, object]:
+    async with session.post(
+        f"{base}/v1/chat/completions", json={"model": model, "messages": []}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, object] = await resp.json()
+        return body
+
+
+async def test_parked_request_survives_a_swap() -> None:
+    config = fake_models_yaml(["m1", "m2"])  # one default group: swap + exclusive
+    async with running_llamaswap(config) as (base, state), aiohttp.ClientSession() as session:
+        await chat(session, base, "m1")  # load m1
+        parked = asyncio.Event()
+        release = asyncio.Event()
+
+        async def park_first_m1(model: str) -> None:
+            if model == "m1" and not parked.is_set():
+                parked.set()
+                await release.wait()
+
+        state.before_forward = park_first_m1
+        first = asyncio.create_task(chat(session, base, "m1"))
+        await asyncio.wait_for(parked.wait(), 5)
+        swap = asyncio.create_task(chat(session, base, "m2"))
+
+        # The swap is decided but must wait for the parked request's lease.
+        await wait_until(lambda: state.router.queue_depth() == 1, message="swap queued")
+        assert state.router.state("m1") is ProcessState.READY
+        assert state.router.state("m2") is ProcessState.STOPPED
+        assert state.router.lease_count("m1") == 1
+        assert not swap.done()
+
+        release.set()
+        first_body = await asyncio.wait_for(first, 10)
+        assert first_body["model"] == "m1"
+        second_body = await asyncio.wait_for(swap, 20)
+        assert second_body["model"] == "m2"
+        assert state.router.state("m1") is ProcessState.STOPPED
+        assert state.router.state("m2") is ProcessState.READY
+
+
+async def test_requests_to_other_models_are_not_blocked_by_a_draining_swap() -> None:
+    config = (
+        fake_models_yaml(["a", "b", "other"])
+        + "groups:\n"
+        + "  pair: {swap: true, exclusive: false, members: [a, b]}\n"
+        + "  side: {swap: true, exclusive: false, members: [other]}\n"
+    )
+    async with running_llamaswap(config) as (base, state), aiohttp.ClientSession() as session:
+        await asyncio.gather(chat(session, base, "a"), chat(session, base, "other"))
+        parked = asyncio.Event()
+        release = asyncio.Event()
+
+        async def park_a(model: str) -> None:
+            if model == "a" and not parked.is_set():
+                parked.set()
+                await release.wait()
+
+        state.before_forward = park_a
+        held = asyncio.create_task(chat(session, base, "a"))
+        await asyncio.wait_for(parked.wait(), 5)
+        swap = asyncio.create_task(chat(session, base, "b"))
+        await wait_until(lambda: state.router.queue_depth() == 1, message="swap queued")
+        # The swap a→b drains, yet "other" is served at once.
+        body = await asyncio.wait_for(chat(session, base, "other"), 5)
+        assert body["model"] == "other"
+        assert not swap.done()
+        release.set()
+        assert (await asyncio.wait_for(held, 10))["model"] == "a"
+        assert (await asyncio.wait_for(swap, 20))["model"] == "b"
