@@ -52,9 +52,7 @@ class GroupPolicy:
 
     def evictions(self, target: str, running: frozenset[str]) -> frozenset[str]:
         others = running - {target}
-        group = self._group_of.get(target)
-        if group is None:
-            return frozenset(others)
+        group = self._group_of.get(target) or _Group(target, True, True, False, frozenset())
         evict: set[str] = set()
         if group.swap:
             evict |= others & group.members
@@ -62,6 +60,8 @@ class GroupPolicy:
             for other in self._groups:
                 if other is not group and not other.persistent:
                     evict |= others & other.members
+            # Each ungrouped model is its own (non-persistent) group.
+            evict |= {m for m in others if m not in self._group_of}
         return frozenset(evict)
 
 
