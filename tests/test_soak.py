@@ -111,12 +111,12 @@ def soak_server(tmp_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
             f"127.0.0.1:{port}",
         ],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     yield f"http://127.0.0.1:{port}", proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
+    assert proc.wait(timeout=30) == 0, "llamaswap did not shut down cleanly"
 
 
 async def test_swap_storm_loses_no_request(
