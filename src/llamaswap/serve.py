@@ -82,12 +82,13 @@ class Server:
         return load_config(self.options.config_path, self.options.config_dir)
 
     async def start(self, config: Config) -> None:
+        """Start the first config's router, then listen."""
         configure_logging(config)
-        router = Router(config, events=self.events, upstream_log=self.upstream_log)
-        await router.__aenter__()
+        router = await self._new_router(config)
         self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
-        app = build_app(self._state)
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        self._runner = web.AppRunner(
+            build_app(self._state), handler_cancellation=True, access_log=None
+        )
         await self._runner.setup()
         host, port = parse_listen(self.options.listen)
         ssl_context = None
@@ -104,6 +105,11 @@ class Server:
         if config.log_to_stdout in ("upstream", "both"):
             self._mirror = asyncio.create_task(self._mirror_upstream())
         self._preload(config, router)
+
+    async def _new_router(self, config: Config) -> Router:
+        router = Router(config, events=self.events, upstream_log=self.upstream_log)
+        await router.__aenter__()
+        return router
 
     def _preload(self, config: Config, router: Router) -> None:
         async def preload(model: str) -> None:
@@ -129,15 +135,26 @@ class Server:
                 sys.stdout.flush()
 
     async def reload(self) -> None:
-        """Load the config again; a bad one is reported and the running one kept."""
+        """Load the config again; a bad one is reported and the running one kept.
+
+        The listening socket stays open. The old router stops its models first (requests
+        still on them are cut, as in llama-swap; ones arriving meanwhile get a 503), so the
+        new router never races an old process for the same port.
+        """
         try:
             config = self.load()
         except ConfigError as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return
-        log.info("config changed: restarting with the new config")
-        await self.stop()
-        await self.start(config)
+        assert self._state is not None
+        configure_logging(config)
+        await self._state.router.shutdown()
+        router = await self._new_router(config)
+        self._state.config = config
+        self._state.router = router
+        self._state.keys = ApiKeyChecker(config.api_keys)
+        log.info("config reloaded: %d models", len(config.models))
+        self._preload(config, router)
 
     async def stop(self) -> None:
         if self._mirror is not None:
