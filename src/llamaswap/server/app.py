@@ -7,13 +7,16 @@ stream to the upstream → release the lease when the last byte is sent or the c
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from llamaswap import __version__
 from llamaswap.errors import ModelNotFound, RequestError
+from llamaswap.router import Lease
 from llamaswap.server import admin
 from llamaswap.server.auth import (
     preflight_response,
@@ -28,8 +31,10 @@ from llamaswap.server.extract import (
 )
 from llamaswap.server.filters import apply_json_filters
 from llamaswap.server.forward import forward, new_client_session
-from llamaswap.server.responses import error_response, response_for_error
+from llamaswap.server.loading import LoadingStream, wants_loading_stream
+from llamaswap.server.responses import error_body, error_response, response_for_error
 from llamaswap.server.state import STATE, AppState
+from llamaswap.supervisor import ProcessState
 
 log = logging.getLogger("llamaswap.server")
 
@@ -124,10 +129,22 @@ async def auth_middleware(
 
 
 async def _serve_model(
-    request: web.Request, state: AppState, model_id: str, path: str, body: bytes | None
+    request: web.Request,
+    state: AppState,
+    model_id: str,
+    path: str,
+    body: bytes | None,
+    loading: LoadingStream | None = None,
 ) -> web.StreamResponse:
     """Hold a lease on `model_id` for the whole exchange with its upstream."""
-    lease = await state.router.acquire(model_id)
+    lease: Lease | None
+    if loading is None:
+        lease = await state.router.acquire(model_id)
+    else:
+        lease = await _acquire_with_progress(state, model_id, loading)
+    if lease is None:
+        assert loading is not None
+        return loading.response
     try:
         if state.before_forward is not None:
             await state.before_forward(model_id)
@@ -140,9 +157,33 @@ async def _serve_model(
             path=path,
             body=body,
             connect_timeout=float(timeouts.connect),
+            into=loading.response if loading is not None else None,
         )
     finally:
         lease.release()
+
+
+async def _acquire_with_progress(
+    state: AppState, model_id: str, loading: LoadingStream
+) -> Lease | None:
+    """Acquire while streaming progress. Admission (429) is decided before the stream starts;
+    a later failure is written into the stream (then None is returned)."""
+    acquiring = asyncio.create_task(state.router.acquire(model_id, loading.queue_position))
+    await asyncio.sleep(0)  # let the scheduler admit or reject synchronously first
+    if acquiring.done():
+        return acquiring.result()  # granted at once, or raises 429/404 as a normal error
+    try:
+        async with loading:
+            try:
+                lease = await acquiring
+            except RequestError as exc:
+                await loading.fail(orjson.dumps(error_body(exc.status, exc.message, code=exc.code)))
+                return None
+            await loading.finish()
+            return lease
+    except BaseException:
+        acquiring.cancel()
+        raise
 
 
 def _resolve(state: AppState, requested: str | None) -> str:
@@ -176,7 +217,11 @@ async def model_route(request: web.Request) -> web.StreamResponse:
             body, request.headers.get("Content-Type", ""), model.use_model_name
         )
         request = request.clone(headers={**request.headers, "Content-Type": content_type})
-    return await _serve_model(request, state, model_id, upstream_path(request.path), body)
+    loading = None
+    ready = state.router.state(model_id) is ProcessState.READY
+    if wants_loading_stream(request.path, shape.stream, model.send_loading_state, ready):
+        loading = LoadingStream(request, model_id)
+    return await _serve_model(request, state, model_id, upstream_path(request.path), body, loading)
 
 
 async def upstream_route(request: web.Request) -> web.StreamResponse:

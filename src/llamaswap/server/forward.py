@@ -12,10 +12,11 @@ import logging
 from collections.abc import Mapping
 
 import aiohttp
+import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
-from llamaswap.server.responses import error_response
+from llamaswap.server.responses import error_body, error_response
 
 log = logging.getLogger("llamaswap.forward")
 
@@ -72,8 +73,13 @@ async def forward(
     path: str,
     body: bytes | None,
     connect_timeout: float | None = None,
+    into: web.StreamResponse | None = None,
 ) -> web.StreamResponse:
-    """Send the request to `base_url + path` and stream the answer back to the client."""
+    """Send the request to `base_url + path` and stream the answer back to the client.
+
+    With `into` (an already prepared response, e.g. a loading-state stream) only the upstream
+    body is appended to it: its status and headers were sent already.
+    """
     url = join_url(base_url, path, request.query_string)
     headers = upstream_headers(request.headers, request.remote)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
@@ -89,19 +95,24 @@ async def forward(
         )
     except (aiohttp.ClientError, OSError) as exc:
         log.warning("upstream request to %s failed: %s", url, exc)
-        return error_response(
-            request.headers.get("Accept", ""), 502, f"upstream request failed: {exc}"
-        )
+        message = f"upstream request failed: {exc}"
+        if into is not None:
+            await into.write(orjson.dumps(error_body(502, message)))
+            await into.write_eof()
+            return into
+        return error_response(request.headers.get("Accept", ""), 502, message)
     async with upstream:
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        for name, value in upstream.headers.items():
-            lower = name.lower()
-            if lower in HOP_BY_HOP and lower != "content-length":
-                continue
-            response.headers.add(name, value)
-        if "text/event-stream" in upstream.headers.get("Content-Type", ""):
-            response.headers["X-Accel-Buffering"] = "no"
-        await response.prepare(request)
+        response = into
+        if response is None:
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for name, value in upstream.headers.items():
+                lower = name.lower()
+                if lower in HOP_BY_HOP and lower != "content-length":
+                    continue
+                response.headers.add(name, value)
+            if "text/event-stream" in upstream.headers.get("Content-Type", ""):
+                response.headers["X-Accel-Buffering"] = "no"
+            await response.prepare(request)
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
