@@ -33,6 +33,8 @@ from typing import Any
 
 from aiohttp import web
 
+from llamaswap.testing import fake_anthropic
+
 __all__ = ["Options", "build_app", "main", "parse_args", "parse_duration"]
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
@@ -332,6 +334,9 @@ def build_app(opts: Options) -> web.Application:
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", r.chat_completions)
     app.router.add_post("/v1/completions", r.completions)
+    app.router.add_post(
+        "/v1/messages", lambda req: fake_anthropic.messages(req, opts.model, opts.respond)
+    )
     app.router.add_post("/completion", r.completions)
     app.router.add_post("/v1/embeddings", r.embeddings)
     app.router.add_post("/v1/audio/speech", r.speech)
