@@ -27,6 +27,10 @@ from llamaswap.server.state import AppState
 log = logging.getLogger("llamaswap")
 
 WATCH_INTERVAL_S = 2.0
+# On shutdown, requests still running (endless streams, SSE feeds) must not hold the exit
+# for aiohttp's default 60 s. aiohttp waits up to this long twice (for handlers to finish,
+# then again before cancelling them), so ~5 s in all, like llama-swap's HTTP shutdown.
+SHUTDOWN_DRAIN_S = 2.5
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,10 @@ class Server:
         router = await self._new_router(config)
         self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
         self._runner = web.AppRunner(
-            build_app(self._state), handler_cancellation=True, access_log=None
+            build_app(self._state),
+            handler_cancellation=True,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_DRAIN_S,
         )
         await self._runner.setup()
         host, port = parse_listen(self.options.listen)
