@@ -10,82 +10,24 @@ Only the event-loop thread may call `write` (asyncio queues are not thread-safe)
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
-from types import TracebackType
+
+from llamaswap.observe.events import Feed
 
 __all__ = ["DEFAULT_CAPACITY", "LogBuffer", "LogSubscription"]
 
 DEFAULT_CAPACITY = 100 * 1024
 
 
-class LogSubscription:
+class LogSubscription(Feed[bytes]):
     """A live follower of a `LogBuffer`: an async iterator of the chunks written after it began.
 
     Iteration ends once `close()` was called and the already-queued chunks are consumed.
     """
 
     def __init__(self, owner: LogBuffer, maxsize: int) -> None:
-        self._owner = owner
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=maxsize)
-        self._closed = False
-        self.dropped = 0
-        """Number of chunks this subscriber missed because its queue was full."""
-
-    @property
-    def closed(self) -> bool:
-        """True once `close()` has been called."""
-        return self._closed
-
-    def _offer(self, data: bytes) -> None:
-        try:
-            self._queue.put_nowait(data)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    def close(self) -> None:
-        """Stop following; iteration finishes after the chunks already queued."""
-        if self._closed:
-            return
-        self._closed = True
-        self._owner._unsubscribe(self)
-        # Wakes a reader blocked on an empty queue; a full queue has no blocked reader.
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
-
-    def __aiter__(self) -> LogSubscription:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._closed and self._queue.empty():
-            raise StopAsyncIteration
-        item = await self._queue.get()
-        if item is None:
-            raise StopAsyncIteration
-        return item
-
-    def __enter__(self) -> LogSubscription:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    async def __aenter__(self) -> LogSubscription:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        super().__init__(maxsize, on_close=lambda: owner._unsubscribe(self))
 
 
 class LogBuffer:
@@ -112,7 +54,7 @@ class LogBuffer:
                 # Deleting from the front of a bytearray is amortised O(1) in CPython.
                 del self._data[:overflow]
         for sub in self._subscribers:
-            sub._offer(data)
+            sub.offer(data)
         for parent in self.parents:
             parent.write(data)
 
