@@ -17,6 +17,7 @@ from typing import Any
 
 from llamaswap.config.model import Config, ModelConfig
 from llamaswap.errors import RequestError, TooManyRequests, UpstreamError
+from llamaswap.observe import metrics
 from llamaswap.observe.events import EventBus
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor import ProcessSpec, ProcessState, UpstreamProcess
@@ -131,13 +132,16 @@ class Router:
         """
         self._next_id += 1
         request_id = self._next_id
+        asked = self._clock()
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
         if on_queue is not None:
             self._queue_listeners[request_id] = on_queue
         try:
             self._apply(self._scheduler.on_request(request_id, model, self._clock()))
-            return await future
+            lease = await future
+            metrics.lease_granted(self._events, model, self._clock() - asked)
+            return lease
         except asyncio.CancelledError:
             self._apply(self._scheduler.on_cancel(request_id, self._clock()))
             raise
@@ -254,6 +258,7 @@ class Router:
             "failed: " + error if error else "done",
             self._clock() - started,
         )
+        metrics.swap_done(self._events, swap.target, swap.evict, error, self._clock() - started)
         self._events.publish(
             "swap",
             {
@@ -271,6 +276,7 @@ class Router:
             timeout = float(self.config.models[model].unload_timeout)
             await self.processes[model].stop(timeout)
             log.info("stopped %s (%s)", model, stop.reason.value)
+            metrics.stopped(self._events, model, stop.reason.value)
             if not self._closed:
                 self._apply(self._scheduler.on_stopped(model, self._clock()))
 

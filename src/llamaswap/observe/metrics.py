@@ -1,0 +1,232 @@
+"""Prometheus collectors: requests, swaps, evictions, queue wait, leases, process states.
+
+Each app owns one `Metrics` with its own `CollectorRegistry` (never the global one, so
+several servers in one process — tests — do not mix their numbers).
+
+The router reports facts through the module-level hooks (`swap_done`, `stopped`,
+`lease_granted`), keyed by the router's `EventBus`: the bus is created once per server and
+outlives config reloads, and both the router and the app can see it, so the router needs
+no reference to the app. A key with no bound `Metrics` makes the hooks no-ops.
+
+Gauges that describe the present (queue depth, leases, process states) are read from a
+`Snapshot` at scrape time instead of being kept up to date by hooks: they cannot drift.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+__all__ = [
+    "CONTENT_TYPE",
+    "PROCESS_STATES",
+    "Metrics",
+    "RequestCell",
+    "Snapshot",
+    "bind",
+    "current_request",
+    "lease_granted",
+    "stopped",
+    "swap_done",
+    "unbind",
+]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+PROCESS_STATES = ("stopped", "starting", "ready", "stopping", "shutdown")
+
+# Seconds; model starts take seconds to minutes, requests milliseconds to minutes.
+SWAP_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The present, read at scrape time: queue depth, leases and state per model."""
+
+    queue_depth: int
+    leases: Mapping[str, int]
+    states: Mapping[str, str]
+
+
+@dataclass
+class RequestCell:
+    """What the request-metrics middleware learns about one request while it runs."""
+
+    started: float = field(default_factory=time.monotonic)
+    model: str = ""
+    first_byte: float | None = None
+
+
+_current: contextvars.ContextVar[RequestCell | None] = contextvars.ContextVar(
+    "llamaswap_request_cell", default=None
+)
+
+
+def current_request() -> contextvars.ContextVar[RequestCell | None]:
+    """The context variable the middleware sets for the request being handled."""
+    return _current
+
+
+class _PresentCollector(Collector):
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self._snapshot()
+        depth = GaugeMetricFamily(
+            "llamaswap_queue_depth", "Requests waiting for a model (queued or starting)."
+        )
+        depth.add_metric([], snap.queue_depth)
+        leases = GaugeMetricFamily(
+            "llamaswap_leases", "Requests currently holding a lease on a model.", labels=["model"]
+        )
+        for model, count in sorted(snap.leases.items()):
+            leases.add_metric([model], count)
+        states = GaugeMetricFamily(
+            "llamaswap_process_state",
+            "1 for the current state of each model's upstream process, else 0.",
+            labels=["model", "state"],
+        )
+        for model, current in sorted(snap.states.items()):
+            for state in PROCESS_STATES:
+                states.add_metric([model, state], 1 if state == current else 0)
+        return [depth, leases, states]
+
+
+class Metrics:
+    """The collectors of one app, in their own registry."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        reg = self.registry
+        self.requests = Counter(
+            "llamaswap_requests",
+            "HTTP requests served, by model, route and status.",
+            ["model", "route", "status"],
+            registry=reg,
+        )
+        self.request_duration = Histogram(
+            "llamaswap_request_duration_seconds",
+            "Time from request arrival to the last byte of the response.",
+            ["model", "route"],
+            buckets=REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self.ttfb = Histogram(
+            "llamaswap_time_to_first_byte_seconds",
+            "Time from request arrival until the response headers were sent.",
+            ["model"],
+            buckets=REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self.swaps = Counter(
+            "llamaswap_swaps",
+            "Model swaps (evict, then start the target), by target and outcome (ok/error).",
+            ["target", "outcome"],
+            registry=reg,
+        )
+        self.swap_duration = Histogram(
+            "llamaswap_swap_duration_seconds",
+            "Time a swap took, evictions plus start.",
+            buckets=SWAP_BUCKETS,
+            registry=reg,
+        )
+        self.evictions = Counter(
+            "llamaswap_evictions",
+            "Models stopped, by reason (evict, ttl, unload).",
+            ["model", "reason"],
+            registry=reg,
+        )
+        self.queue_wait = Histogram(
+            "llamaswap_queue_wait_seconds",
+            "Time a request waited for its lease (queue and model start).",
+            buckets=REQUEST_BUCKETS,
+            registry=reg,
+        )
+        self.start_failures = Counter(
+            "llamaswap_start_failures",
+            "Swaps whose target failed to start.",
+            ["model"],
+            registry=reg,
+        )
+        reg.register(_PresentCollector(snapshot))
+
+    def render(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    # ---- facts ------------------------------------------------------------------------------
+
+    def record_swap(
+        self, target: str, evicted: Iterable[str], error: str | None, seconds: float
+    ) -> None:
+        self.swaps.labels(target, "error" if error else "ok").inc()
+        self.swap_duration.observe(seconds)
+        for model in sorted(evicted):
+            self.evictions.labels(model, "evict").inc()
+        if error:
+            self.start_failures.labels(target).inc()
+
+    def record_stop(self, model: str, reason: str) -> None:
+        self.evictions.labels(model, reason).inc()
+
+    def record_grant(self, model: str, waited: float) -> None:
+        self.queue_wait.observe(max(0.0, waited))
+        cell = _current.get()
+        if cell is not None:
+            cell.model = model
+
+    def record_request(self, cell: RequestCell, route: str, status: int) -> None:
+        now = time.monotonic()
+        self.requests.labels(cell.model, route, str(status)).inc()
+        self.request_duration.labels(cell.model, route).observe(now - cell.started)
+        if cell.model:
+            first = cell.first_byte if cell.first_byte is not None else now
+            self.ttfb.labels(cell.model).observe(first - cell.started)
+
+
+# ---- router hooks (keyed by the router's EventBus) -----------------------------------------
+
+_sinks: weakref.WeakKeyDictionary[object, Metrics] = weakref.WeakKeyDictionary()
+
+
+def bind(key: object, metrics: Metrics) -> None:
+    """Send the hooks called with `key` to `metrics`."""
+    _sinks[key] = metrics
+
+
+def unbind(key: object) -> None:
+    _sinks.pop(key, None)
+
+
+def _sink(key: object) -> Iterator[Metrics]:
+    sink = _sinks.get(key)
+    if sink is not None:
+        yield sink
+
+
+def swap_done(
+    key: object, target: str, evicted: Iterable[str], error: str | None, seconds: float
+) -> None:
+    """A swap finished: `evicted` were stopped, `target` started (or failed with `error`)."""
+    for sink in _sink(key):
+        sink.record_swap(target, evicted, error, seconds)
+
+
+def stopped(key: object, model: str, reason: str) -> None:
+    """`model` was stopped outside a swap (reason `ttl` or `unload`)."""
+    for sink in _sink(key):
+        sink.record_stop(model, reason)
+
+
+def lease_granted(key: object, model: str, waited: float) -> None:
+    """A request got its lease on `model` after waiting `waited` seconds."""
+    for sink in _sink(key):
+        sink.record_grant(model, waited)
