@@ -81,15 +81,8 @@ def cli(
         click.echo(f"version: {__version__}")
         ctx.exit(0)
     if ctx.invoked_subcommand is None:
-        ctx.invoke(
-            serve,
-            config_path=config_path,
-            config_dir=config_dir,
-            listen=listen,
-            watch_config=watch_config,
-            tls_cert_file=tls_cert_file,
-            tls_key_file=tls_key_file,
-        )
+        serve_params = {k: v for k, v in ctx.params.items() if k != "show_version"}
+        ctx.invoke(serve, **serve_params)
 
 
 @cli.command()
