@@ -316,8 +316,9 @@ class SchedulerMachine(RuleBasedStateMachine):
         # Nothing is left reserved: a full budget is admitted again.
         if not self.closed:
             for model in self.models:
-                for i in range(self.world.rules[model].concurrency_limit):
-                    effects = self.scheduler.on_request(100_000 + i, model, self.now)
+                for _ in range(self.world.rules[model].concurrency_limit):
+                    self.next_id += 1
+                    effects = self.scheduler.on_request(self.next_id, model, self.now)
                     assert not any(isinstance(e, Reject) for e in effects), (model, effects)
 
 
