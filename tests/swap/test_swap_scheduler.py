@@ -474,11 +474,11 @@ def test_shutdown_rejects_waiters_and_later_requests() -> None:
     ready(h, "a", 1)
     h.request(2, "a")  # leased
     h.request(3, "b")  # draining swap
-    swap_c = h.scheduler.active_swaps()
-    assert len(swap_c) == 1
+    h.request(4, "c")  # queued: collides with b's swap
+    assert len(h.scheduler.active_swaps()) == 1
     effects = h.shutdown()
-    assert {r.request_id: r.status for r in rejects(effects).values()} == {3: 503}
-    assert rejects(h.request(4, "a"))[4].status == 503
+    assert {r.request_id: r.status for r in rejects(effects).values()} == {3: 503, 4: 503}
+    assert rejects(h.request(5, "a"))[5].status == 503
     # The leased request finishes normally; nothing is started after shutdown.
     assert swaps(h.served(2)) == []
 
