@@ -51,6 +51,19 @@ async def list_models(request: web.Request) -> web.Response:
         data.append(_model_entry(state, model_id, model_id, now))
         if state.config.include_aliases_in_list:
             data.extend(_model_entry(state, model_id, alias, now) for alias in model.aliases)
+    for peer_id in sorted(state.config.peers):
+        for model in state.config.peers[peer_id].models:
+            data.append(
+                {
+                    "id": f"{peer_id}/{model}",
+                    "object": "model",
+                    "created": now,
+                    "owned_by": "llama-swap",
+                    "name": f"{peer_id}: {model}",
+                    "meta": {"llamaswap": {"type": "peer", "peerID": peer_id}},
+                    "status": {"value": "unloaded"},
+                }
+            )
     data.sort(key=lambda e: e["id"])
     headers = {}
     if origin := request.headers.get("Origin"):

@@ -32,6 +32,7 @@ from llamaswap.server.extract import (
 from llamaswap.server.filters import apply_json_filters
 from llamaswap.server.forward import forward, new_client_session
 from llamaswap.server.loading import LoadingStream, wants_loading_stream
+from llamaswap.server.peers import resolve_peer, serve_peer
 from llamaswap.server.responses import error_body, error_response, response_for_error
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
@@ -200,6 +201,11 @@ async def model_route(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     body = await request.read()
     shape = shape_request(request.method, request.content_type, request.query, body)
+    if shape.model and state.config.resolve_model(shape.model) is None:
+        peer = resolve_peer(state.config, shape.model)
+        if peer is not None:
+            path = upstream_path(request.path)
+            return await serve_peer(request, state, *peer, shape.kind, path, body)
     model_id = _resolve(state, shape.model)
     requested = shape.model or model_id
     model = state.config.models[model_id]

@@ -74,6 +74,8 @@ async def forward(
     body: bytes | None,
     connect_timeout: float | None = None,
     into: web.StreamResponse | None = None,
+    extra_headers: Mapping[str, str] | None = None,
+    error_prefix: str = "upstream request failed",
 ) -> web.StreamResponse:
     """Send the request to `base_url + path` and stream the answer back to the client.
 
@@ -82,6 +84,8 @@ async def forward(
     """
     url = join_url(base_url, path, request.query_string)
     headers = upstream_headers(request.headers, request.remote)
+    if extra_headers:
+        headers.update(extra_headers)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
     data = body if body is not None else request.content
     try:
@@ -95,7 +99,7 @@ async def forward(
         )
     except (aiohttp.ClientError, OSError) as exc:
         log.warning("upstream request to %s failed: %s", url, exc)
-        message = f"upstream request failed: {exc}"
+        message = f"{error_prefix}: {exc}"
         if into is not None:
             await into.write(orjson.dumps(error_body(502, message)))
             await into.write_eof()

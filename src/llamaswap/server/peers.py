@@ -1,0 +1,66 @@
+"""Peers: remote OpenAI-compatible servers reached by name, with no lifecycle of their own.
+
+A peer model answers to `<peer>/<model>` and, when exactly one peer offers it and no local
+model or alias has the name, to its bare `<model>`. Local names always win. The request's
+`model` is rewritten to the peer's bare model ID, the peer's filters apply, and its `apiKey`
+(when set) replaces the client's credentials. Peer failures are 502 `peer proxy error: …`.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from llamaswap.config.model import Config
+from llamaswap.config.names import peer_names
+from llamaswap.server.extract import BodyKind, rewrite_multipart_model
+from llamaswap.server.filters import apply_json_filters
+from llamaswap.server.forward import forward
+from llamaswap.server.state import AppState
+
+
+def resolve_peer(config: Config, name: str) -> tuple[str, str] | None:
+    """(peer ID, peer's model ID) for a name no local model or alias claims, else None."""
+    if not config.peers:
+        return None
+    # Only reached when no local name matched; peer lists are small, so no cache.
+    return peer_names(config).get(name)
+
+
+def peer_auth_headers(api_key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}", "x-api-key": api_key} if api_key else {}
+
+
+async def serve_peer(
+    request: web.Request,
+    state: AppState,
+    peer_id: str,
+    model: str,
+    kind: BodyKind,
+    path: str,
+    body: bytes,
+) -> web.StreamResponse:
+    peer = state.config.peers[peer_id]
+    if kind is BodyKind.JSON:
+        body = apply_json_filters(
+            body,
+            use_model_name=model,
+            strip_params=peer.filters.strip_params,
+            set_params=peer.filters.set_params,
+            set_params_by_id=None,
+        )
+    elif kind is BodyKind.MULTIPART:
+        body, content_type = rewrite_multipart_model(
+            body, request.headers.get("Content-Type", ""), model
+        )
+        request = request.clone(headers={**request.headers, "Content-Type": content_type})
+    assert state.session is not None
+    return await forward(
+        request,
+        state.session,
+        base_url=peer.proxy,
+        path=path,
+        body=body,
+        connect_timeout=float(peer.timeouts.connect),
+        extra_headers=peer_auth_headers(peer.api_key),
+        error_prefix="peer proxy error",
+    )

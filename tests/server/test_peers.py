@@ -1,0 +1,103 @@
+"""Peers: remote servers reached by `<peer>/<model>` or an unambiguous bare name."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from helpers import free_port
+from inprocess import fake_models_yaml, running_llamaswap
+
+
+@pytest.fixture
+async def peer_server() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    """A real HTTP server standing in for a remote peer; records what it receives."""
+    seen: list[dict[str, Any]] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        body = await request.json()
+        seen.append({"path": request.path, "headers": dict(request.headers), "body": body})
+        return web.json_response({"model": body.get("model"), "from": "peer"})
+
+    app = web.Application()
+    app.router.add_post("/base/v1/chat/completions", chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    yield f"http://127.0.0.1:{port}/base", seen
+    await runner.cleanup()
+
+
+def peers_yaml(url: str) -> str:
+    return (
+        fake_models_yaml(["local"])
+        + "peers:\n"
+        + "  remote:\n"
+        + f"    proxy: {url}\n"
+        + "    apiKey: sk-peer\n"
+        + "    models: [big-model, local]\n"
+        + "    filters:\n"
+        + "      stripParams: temperature\n"
+        + "      setParams: {top_k: 5}\n"
+        + "  dead:\n"
+        + f"    proxy: http://127.0.0.1:{free_port()}\n"
+        + "    models: [gone]\n"
+    )
+
+
+async def post_chat(
+    session: aiohttp.ClientSession, base: str, model: str
+) -> tuple[int, dict[str, Any]]:
+    body = {"model": model, "temperature": 0.2, "messages": []}
+    headers = {"Authorization": "Bearer client-key"}
+    async with session.post(f"{base}/v1/chat/completions", json=body, headers=headers) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_peer_models_by_full_and_bare_name(
+    peer_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = peer_server
+    async with running_llamaswap(peers_yaml(url)) as (base, _), aiohttp.ClientSession() as s:
+        for name in ("remote/big-model", "big-model"):
+            status, answer = await post_chat(s, base, name)
+            assert (status, answer) == (200, {"model": "big-model", "from": "peer"})
+        request = seen[-1]
+        assert request["path"] == "/base/v1/chat/completions"
+        assert request["headers"]["Authorization"] == "Bearer sk-peer"
+        assert request["headers"]["x-api-key"] == "sk-peer"
+        assert "temperature" not in request["body"] and request["body"]["top_k"] == 5
+        # A local model wins over a peer's model of the same name.
+        status, answer = await post_chat(s, base, "local")
+        assert status == 200 and answer["model"] == "local" and "from" not in answer
+        status, answer = await post_chat(s, base, "remote/local")
+        assert answer == {"model": "local", "from": "peer"}
+
+
+async def test_unreachable_peer_is_a_502_envelope(
+    peer_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, _ = peer_server
+    async with running_llamaswap(peers_yaml(url)) as (base, _), aiohttp.ClientSession() as s:
+        status, answer = await post_chat(s, base, "dead/gone")
+        assert status == 502
+        assert answer["error"]["message"].startswith("peer proxy error: ")
+        assert answer["error"]["code"] == "bad_gateway"
+
+
+async def test_peer_models_are_listed(peer_server: tuple[str, list[dict[str, Any]]]) -> None:
+    url, _ = peer_server
+    async with (
+        running_llamaswap(peers_yaml(url)) as (base, _),
+        aiohttp.ClientSession() as s,
+        s.get(f"{base}/v1/models") as resp,
+    ):
+        listed = {e["id"]: e for e in (await resp.json())["data"]}
+    assert listed["remote/big-model"]["meta"]["llamaswap"] == {"type": "peer", "peerID": "remote"}
+    assert listed["remote/big-model"]["name"] == "remote: big-model"
+    assert "dead/gone" in listed and "local" in listed
