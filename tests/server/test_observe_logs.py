@@ -87,24 +87,24 @@ async def test_no_history_sends_only_new_lines() -> None:
 
 
 async def test_logs_html_redirects_to_ui() -> None:
-    async with running_llamaswap(fake_models_yaml(["a"])) as (base, _):
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(
-                f"{base}/logs", headers={"Accept": "text/html"}, allow_redirects=False
-            ) as resp,
-        ):
-            assert resp.status == 302
-            assert resp.headers["Location"] == "/ui/"
+    async with (
+        running_llamaswap(fake_models_yaml(["a"])) as (base, _),
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/logs", headers={"Accept": "text/html"}, allow_redirects=False) as resp,
+    ):
+        assert resp.status == 302
+        assert resp.headers["Location"] == "/ui/"
 
 
 async def test_unknown_logger_is_400() -> None:
-    async with running_llamaswap(fake_models_yaml(["a"])) as (base, _):
-        async with aiohttp.ClientSession() as session:
-            for path in ("/logs/stream/nope", "/logs/stream/a/b"):
-                async with session.get(base + path, headers={"Accept": "text/plain"}) as resp:
-                    assert resp.status == 400
-                    assert INVALID_LOGGER in await resp.text()
+    async with (
+        running_llamaswap(fake_models_yaml(["a"])) as (base, _),
+        aiohttp.ClientSession() as session,
+    ):
+        for path in ("/logs/stream/nope", "/logs/stream/a/b"):
+            async with session.get(base + path, headers={"Accept": "text/plain"}) as resp:
+                assert resp.status == 400
+                assert INVALID_LOGGER in await resp.text()
 
 
 async def test_model_stream_by_id_with_slash_and_by_alias() -> None:

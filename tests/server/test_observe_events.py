@@ -1,0 +1,103 @@
+"""/api/events: SSE frames with modelStatus, logData and swap events (spec §5.9)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import aiohttp
+
+from inprocess import fake_models_yaml, running_llamaswap
+
+DEADLINE = 10.0
+
+
+class EventReader:
+    """Parses `event:message\\ndata:<json>\\n\\n` frames into (type, decoded data)."""
+
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self.resp = resp
+        self.seen: list[tuple[str, Any]] = []
+
+    async def next(self) -> tuple[str, Any]:
+        frame = await self.resp.content.readuntil(b"\n\n")
+        event_line, data_line = frame.decode().strip("\n").split("\n")
+        assert event_line == "event:message"
+        assert data_line.startswith("data:")
+        outer = json.loads(data_line[5:])
+        assert isinstance(outer["data"], str)  # the payload is JSON inside a string
+        item = (outer["type"], json.loads(outer["data"]))
+        self.seen.append(item)
+        return item
+
+    async def until(self, kind: str, pred: Any = lambda _: True) -> Any:
+        async with asyncio.timeout(DEADLINE):
+            while True:
+                got_kind, data = await self.next()
+                if got_kind == kind and pred(data):
+                    return data
+
+
+def state_of(status: list[dict[str, Any]], model: str) -> str:
+    return next(str(e["state"]) for e in status if e["id"] == model)
+
+
+async def test_initial_snapshot_then_live_events() -> None:
+    config = fake_models_yaml(["a", "b"]) + "    aliases: [b-alias]\n"  # on b, the last
+    async with running_llamaswap(config) as (base, _), aiohttp.ClientSession() as session:
+        logging.getLogger("llamaswap.test").warning("history line")
+        async with session.get(f"{base}/api/events") as resp:
+            assert resp.status == 200
+            assert resp.headers["Content-Type"] == "text/event-stream"
+            assert resp.headers["Cache-Control"] == "no-cache"
+            assert resp.headers["X-Content-Type-Options"] == "nosniff"
+            assert resp.headers["X-Accel-Buffering"] == "no"
+            reader = EventReader(resp)
+            kind, status = await reader.next()
+            assert kind == "modelStatus"
+            assert [e["id"] for e in status] == ["a", "b"]
+            assert status[0] == {
+                "id": "a",
+                "name": "",
+                "description": "",
+                "state": "stopped",
+                "unlisted": False,
+                "peerID": "",
+            }
+            assert status[1]["aliases"] == ["b-alias"]
+            assert await reader.next() == (
+                "logData",
+                {"source": "proxy", "data": "[WARN] history line\n"},
+            )
+            kind, upstream = await reader.next()
+            assert (kind, upstream["source"]) == ("logData", "upstream")
+
+            body = {"model": "b-alias", "messages": []}
+            async with session.post(f"{base}/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+            await reader.until("modelStatus", lambda s: state_of(s, "b") == "starting")
+            await reader.until("modelStatus", lambda s: state_of(s, "b") == "ready")
+            swap = await reader.until("swap")
+            assert swap["target"] == "b" and swap["evicted"] == [] and swap["error"] is None
+            logging.getLogger("llamaswap.test").warning("live line")
+            await reader.until(
+                "logData", lambda d: d == {"source": "proxy", "data": "[WARN] live line\n"}
+            )
+
+
+async def test_slow_client_does_not_block_publishers() -> None:
+    async with (
+        running_llamaswap(fake_models_yaml(["a"])) as (base, state),
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/api/events") as resp,
+    ):
+        assert resp.status == 200
+        # The client reads nothing while far more events than its buffer are published.
+        bus = state.router._events
+        for i in range(5000):
+            bus.publish("swap", {"target": "a", "n": i})
+        assert bus.dropped > 0
+        # It is still served: the first frame is the snapshot.
+        assert (await EventReader(resp).next())[0] == "modelStatus"
