@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -243,8 +244,18 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
         status = 301 if request.method in ("GET", "HEAD") else 308
         raise _redirect(status, location)
     model_id = _resolve(state, requested)
+    # Browsers fetch favicons and assets of an upstream's web page; those must not start
+    # a model. (A model stopped between this check and the grant is started: harmless.)
+    if state.router.state(model_id) is not ProcessState.READY and _ignored(state, rest):
+        raise RequestError(
+            f"model {model_id} is not loaded; path matches upstream.ignorePaths", status=409
+        )
     body = await request.read()
     return await _serve_model(request, state, model_id, rest, body)
+
+
+def _ignored(state: AppState, path: str) -> bool:
+    return any(re.search(pattern, path) for pattern in state.config.upstream.ignore_paths)
 
 
 def _redirect(status: int, location: str) -> web.HTTPException:
