@@ -60,7 +60,11 @@ def configure_logging(config: Config) -> None:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
         root.addHandler(handler)
-    root.disabled = config.log_to_stdout in ("upstream", "none")
+    # Only stdout goes quiet: the `proxy` log buffer (/logs/stream/proxy) still gets records.
+    quiet = config.log_to_stdout in ("upstream", "none")
+    for existing in root.handlers:
+        if type(existing) is logging.StreamHandler:  # the stdout handler made above
+            existing.setLevel(logging.CRITICAL + 1 if quiet else logging.NOTSET)
 
 
 def _put_interpreter_on_path() -> None:

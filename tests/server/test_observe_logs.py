@@ -12,7 +12,9 @@ from collections.abc import Iterator
 import aiohttp
 
 from inprocess import FAKE, fake_models_yaml, running_llamaswap
+from llamaswap.config.load import load_config_text
 from llamaswap.observe.logbuffer import LogBuffer
+from llamaswap.serve import configure_logging
 from llamaswap.server.observe_routes import INVALID_LOGGER, LogBufferHandler, format_time
 
 DEADLINE = 10.0
@@ -173,3 +175,25 @@ async def test_handler_formats_and_accepts_other_threads() -> None:
     lines = buffer.history().decode().splitlines()
     assert lines[0].startswith("20") and lines[0].endswith(" [ERROR] from the loop")
     assert lines[1].endswith(" [WARN] from a thread")
+
+
+async def test_quiet_stdout_still_feeds_the_proxy_log() -> None:
+    logger = logging.getLogger("llamaswap")
+    before_handlers, before_level = list(logger.handlers), logger.level
+    try:
+        quiet = "logToStdout: none\n"
+        configure_logging(load_config_text(quiet))
+        async with running_llamaswap(quiet + fake_models_yaml(["a"])) as (base, _):
+            logger.warning("still recorded")  # serve.py logs on `llamaswap` itself
+            async with aiohttp.ClientSession() as session, session.get(f"{base}/logs") as resp:
+                assert "still recorded" not in await resp.text()  # /logs is stdout's view
+            async with (
+                aiohttp.ClientSession() as session,
+                session.get(f"{base}/logs/stream/proxy") as resp,
+            ):
+                await read_until(resp, b"[WARN] still recorded\n")
+    finally:
+        for handler in logger.handlers:
+            if handler not in before_handlers:
+                logger.removeHandler(handler)
+        logger.setLevel(before_level)
