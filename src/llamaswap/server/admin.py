@@ -94,14 +94,14 @@ async def list_models(request: web.Request) -> web.Response:
         if state.config.include_aliases_in_list:
             data.extend(_model_entry(state, model_id, alias, now) for alias in model.aliases)
     for peer_id in sorted(state.config.peers):
-        for model in state.config.peers[peer_id].models:
+        for peer_model in state.config.peers[peer_id].models:
             data.append(
                 {
-                    "id": f"{peer_id}/{model}",
+                    "id": f"{peer_id}/{peer_model}",
                     "object": "model",
                     "created": now,
                     "owned_by": "llama-swap",
-                    "name": f"{peer_id}: {model}",
+                    "name": f"{peer_id}: {peer_model}",
                     "meta": {"llamaswap": {"type": "peer", "peerID": peer_id}},
                     "status": {"value": "unloaded"},
                 }
