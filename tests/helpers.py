@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import socket
 import sys
 import time
@@ -61,3 +62,26 @@ def pid_gone(pid: int) -> bool:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port_block(count: int, low: int = 20000, high: int = 32000) -> int:
+    """First port of `count` consecutive free ports at a random base in [low, high).
+
+    The range stays below Linux's ephemeral ports (32768+), where `free_port()` and every
+    outgoing connection take theirs, so a block handed to `${PORT}` is not raced for.
+    """
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(low, high - count)
+        if all(_port_free(base + i) for i in range(count)):
+            return base
+    raise RuntimeError(f"no block of {count} free ports found in {low}-{high}")

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from helpers import free_port
+from helpers import free_port, free_port_block
 from llamaswap.config.load import load_config_text
 from llamaswap.observe.events import EventBus
 from llamaswap.observe.logbuffer import LogBuffer
@@ -40,7 +40,7 @@ def fake_models_yaml(names: list[str], extra: str = "") -> str:
 @asynccontextmanager
 async def running_llamaswap(config_yaml: str) -> AsyncIterator[tuple[str, AppState]]:
     """Yield (base URL, app state) of a llamaswap serving `config_yaml` on a free port."""
-    start_port = free_port()
+    start_port = free_port_block(16)
     config = load_config_text(f"startPort: {start_port}\n" + config_yaml)
     router = Router(config, events=EventBus(), upstream_log=LogBuffer())
     state = AppState(config, router, ApiKeyChecker(config.api_keys))

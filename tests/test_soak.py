@@ -20,7 +20,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from helpers import free_port, wait_until
+from helpers import free_port, free_port_block, wait_until
 from inprocess import fake_models_yaml
 
 SOAK_SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
@@ -93,7 +93,7 @@ async def client(base: str, seed: int, deadline: float, tally: Tally) -> None:
 def soak_server(tmp_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
     config = tmp_path / "soak.yaml"
     config.write_text(
-        f"startPort: {free_port()}\nhealthCheckTimeout: 30\n"
+        f"startPort: {free_port_block(8)}\nhealthCheckTimeout: 30\n"
         + fake_models_yaml(MODELS, extra="concurrencyLimit: 64")  # admission is not under test
         + "groups:\n"
         + "  left: {swap: true, exclusive: true, members: [alpha, beta]}\n"

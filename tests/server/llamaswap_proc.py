@@ -14,9 +14,7 @@ import contextlib
 import http.client
 import json
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -26,7 +24,7 @@ from typing import Any
 
 import psutil
 
-from helpers import free_port, pid_gone, wait_until_sync
+from helpers import free_port, free_port_block, pid_gone, wait_until_sync
 
 FAKE_CMD = f"{sys.executable} -m llamaswap.testing.fake_upstream --silent"
 START_TIMEOUT = 15.0
@@ -42,25 +40,6 @@ def fake_model(name: str, *extra_lines: str, flags: str = "") -> str:
         *(f"    {line}" for line in extra_lines),
     ]
     return "\n".join(lines) + "\n"
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port_block(count: int, low: int = 20000, high: int = 40000) -> int:
-    """First port of `count` consecutive free ports at a random base in [low, high)."""
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(low, high - count)
-        if all(_port_free(base + i) for i in range(count)):
-            return base
-    raise RuntimeError(f"no block of {count} free ports found in {low}-{high}")
 
 
 @dataclass
