@@ -382,7 +382,11 @@ async def _serve(opts: Options) -> None:
         )
         print(f"Child PID: {child.pid}", flush=True)
 
-    runner = web.AppRunner(build_app(opts), access_log=None, handle_signals=False)
+    # A stopped upstream should exit promptly even with a stream open, like a real server
+    # that drops its connections on SIGTERM; aiohttp would otherwise drain for 60 s.
+    runner = web.AppRunner(
+        build_app(opts), access_log=None, handle_signals=False, shutdown_timeout=0.5
+    )
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", opts.port, reuse_address=True)
     await site.start()
