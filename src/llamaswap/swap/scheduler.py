@@ -137,8 +137,9 @@ class Scheduler:
             _Waiting(request_id, model, self._rules[model].priority, next(self._seq))
         )
         effects = self._drain(now)
-        if request_id in self._model_of and request_id not in self._leases:
-            effects.append(QueuePosition(request_id, self._position(request_id)))
+        position = self._position(request_id)
+        if position:  # 0: granted, rejected, or waiting on a swap (not behind other requests)
+            effects.append(QueuePosition(request_id, position))
         return effects
 
     def on_swap_done(self, swap_id: int, error: str | None, now: float) -> list[Effect]:
