@@ -85,6 +85,8 @@ class Router:
     ) -> None:
         self.config = config
         self._events = events
+        self.events = events  # the server's bus; it outlives this router across reloads
+        self.upstream_log = upstream_log
         self._clock = clock
         rules = {
             m.id: ModelRules(

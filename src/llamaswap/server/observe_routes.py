@@ -132,15 +132,12 @@ _HANDLER: web.AppKey[list[LogBufferHandler]] = web.AppKey("llamaswap_log_handler
 
 def _bus(state: AppState) -> EventBus:
     # The server's bus, shared by every router it runs (it outlives config reloads).
-    return state.router._events
+    return state.router.events
 
 
 def upstream_log(state: AppState) -> LogBuffer | None:
     """The server-wide `upstream` buffer: the parent of every model's buffer."""
-    for buffer in state.router.logs.values():
-        if buffer.parents:
-            return buffer.parents[0]
-    return None
+    return state.router.upstream_log
 
 
 def _logger_buffer(app: web.Application, name: str) -> LogBuffer | None:
