@@ -87,3 +87,31 @@ async def test_requests_to_other_models_are_not_blocked_by_a_draining_swap() -> 
         release.set()
         assert (await asyncio.wait_for(held, 10))["model"] == "a"
         assert (await asyncio.wait_for(swap, 20))["model"] == "b"
+
+
+async def test_client_leaving_while_queued_frees_its_place() -> None:
+    config = fake_models_yaml(["m1", "m2"])
+    async with running_llamaswap(config) as (base, state), aiohttp.ClientSession() as session:
+        await chat(session, base, "m1")
+        parked = asyncio.Event()
+        release = asyncio.Event()
+
+        async def park(model: str) -> None:
+            if model == "m1" and not parked.is_set():
+                parked.set()
+                await release.wait()
+
+        state.before_forward = park
+        held = asyncio.create_task(chat(session, base, "m1"))
+        await asyncio.wait_for(parked.wait(), 5)
+        async with aiohttp.ClientSession() as leaving:
+            queued = asyncio.create_task(chat(leaving, base, "m2"))
+            await wait_until(lambda: state.router.queue_depth() == 1, message="queued")
+            queued.cancel()  # the client gives up and its connection closes
+            await asyncio.gather(queued, return_exceptions=True)
+        await wait_until(lambda: state.router.queue_depth() == 0, message="place freed")
+        release.set()
+        assert (await asyncio.wait_for(held, 10))["model"] == "m1"
+        # Nobody wants m2 any more: no swap happened, m1 keeps running.
+        assert state.router.state("m1") is ProcessState.READY
+        assert state.router.state("m2") is ProcessState.STOPPED
