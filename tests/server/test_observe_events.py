@@ -23,7 +23,9 @@ class EventReader:
 
     async def next(self) -> tuple[str, Any]:
         frame = await self.resp.content.readuntil(b"\n\n")
-        event_line, data_line = frame.decode().strip("\n").split("\n")
+        parts = frame.decode().strip("\n").split("\n")
+        assert len(parts) == 2, frame
+        event_line, data_line = parts
         assert event_line == "event:message"
         assert data_line.startswith("data:")
         outer = json.loads(data_line[5:])

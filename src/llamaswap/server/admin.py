@@ -158,6 +158,15 @@ async def api_unload_one(request: web.Request) -> web.Response:
     return web.Response(text="OK")
 
 
+async def inflight_list(request: web.Request) -> web.Response:
+    return web.json_response({"requests": _state(request).inflight.snapshot()})
+
+
+async def inflight_cancel(request: web.Request) -> web.Response:
+    _state(request).inflight.cancel(request.match_info["id"])
+    return web.json_response({"msg": "ok"})
+
+
 def add_routes(app: web.Application, version: str) -> None:
 
     async def api_version(_: web.Request) -> web.Response:
@@ -178,5 +187,7 @@ def add_routes(app: web.Application, version: str) -> None:
     app.router.add_post("/api/models/unload", api_unload_all)
     app.router.add_post("/api/models/unload/{model:.+}", api_unload_one)
     app.router.add_get("/api/version", api_version)
+    app.router.add_get("/api/inflight", inflight_list)
+    app.router.add_post("/api/inflight/{id}/cancel", inflight_cancel)
     app.router.add_get("/", to_ui)
     app.router.add_get("/upstream", to_ui_models)

@@ -139,6 +139,18 @@ async def _serve_model(
     loading: LoadingStream | None = None,
 ) -> web.StreamResponse:
     """Hold a lease on `model_id` for the whole exchange with its upstream."""
+    with state.inflight.track(request, model_id, state.router.events):
+        return await _serve_leased(request, state, model_id, path, body, loading)
+
+
+async def _serve_leased(
+    request: web.Request,
+    state: AppState,
+    model_id: str,
+    path: str,
+    body: bytes | None,
+    loading: LoadingStream | None,
+) -> web.StreamResponse:
     lease: Lease | None
     if loading is None:
         lease = await state.router.acquire(model_id)

@@ -43,6 +43,8 @@ SSE_HEADERS = {
 EVENTS_QUEUE = 1024  # per /api/events client, as llama-swap [H]; overflow is dropped
 LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "ERROR"}
 
+log = logging.getLogger("llamaswap.observe")
+
 
 # Go time layouts named by `logTimeFormat` (spec §1), as strftime patterns where they map.
 def _stamp(t: dt.datetime, clock: str) -> str:
@@ -248,7 +250,11 @@ async def _pump(
     """Copy `source` into `out` (dropping when full); close `out` when `source` ends."""
     try:
         async for item in source:
-            frame = render(item)
+            try:
+                frame = render(item)
+            except Exception:  # one unrenderable event must not end the client's feed
+                log.exception("could not render event %r", item)
+                continue
             if frame is not None:
                 out.offer(frame)
     finally:
@@ -262,7 +268,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     upstream = upstream_log(state) or LogBuffer()
     out: Feed[bytes] = Feed(EVENTS_QUEUE)
     # Subscribe, then snapshot, with no await between: nothing is missed or doubled.
-    bus_sub = _bus(state).subscribe(EVENTS_QUEUE, kinds=("modelState", "swap"))
+    bus_sub = _bus(state).subscribe(EVENTS_QUEUE, kinds=("modelState", "swap", "inflight"))
     proxy_sub = proxy.subscribe()
     upstream_sub = upstream.subscribe()
     first = b"".join(
@@ -270,6 +276,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             sse_frame("modelStatus", model_status(state)),
             _log_frame("proxy", proxy.history()),
             _log_frame("upstream", upstream.history()),
+            sse_frame("inflight", {"operation": "snapshot", "requests": state.inflight.snapshot()}),
         )
     )
 

@@ -12,6 +12,7 @@ from aiohttp import web
 from llamaswap.config.model import Config
 from llamaswap.router import Router
 from llamaswap.server.auth import ApiKeyChecker
+from llamaswap.server.inflight import InflightTracker
 
 ForwardHook = Callable[[str], Awaitable[None]]
 
@@ -25,6 +26,7 @@ class AppState:
     keys: ApiKeyChecker
     started: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
+    inflight: InflightTracker = field(default_factory=InflightTracker)
     # Test seam: awaited after the lease is granted and before forwarding.
     before_forward: ForwardHook | None = None
 

@@ -1,0 +1,92 @@
+"""In-flight requests: who is being served right now, for the UI and for cancelling.
+
+Every model request is registered from the moment its model is known until its last byte
+is sent. `POST /api/inflight/<id>/cancel` cancels the request's handler task, which frees
+its place in the queue or its lease and closes the upstream request (the client sees the
+connection end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from llamaswap.errors import ModelNotFound
+from llamaswap.observe.events import EventBus
+from llamaswap.server.auth import redact_headers
+
+
+@dataclass
+class InflightRequest:
+    id: str
+    model: str
+    method: str
+    req_path: str
+    remote_ip: str
+    req_headers: dict[str, str]
+    started: float = field(default_factory=time.time)
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "timestamp": self.started,
+            "model": self.model,
+            "method": self.method,
+            "req_path": self.req_path,
+            "remote_ip": self.remote_ip,
+            "req_headers": self.req_headers,
+            "elapsed_ms": int((time.time() - self.started) * 1000),
+        }
+
+
+def client_ip(request: web.Request) -> str:
+    """First X-Forwarded-For entry, then X-Real-IP, then the peer address."""
+    forwarded = request.headers.get("X-Forwarded-For", "")
+    if forwarded.strip():
+        return forwarded.split(",")[0].strip()
+    return request.headers.get("X-Real-IP", "") or request.remote or ""
+
+
+class InflightTracker:
+    """The registry; changes are published on the bus as `inflight` upsert/remove events."""
+
+    def __init__(self) -> None:
+        self._requests: dict[str, InflightRequest] = {}
+        self._ids = itertools.count(1)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [r.as_json() for r in self._requests.values()]
+
+    @contextmanager
+    def track(self, request: web.Request, model: str, bus: EventBus) -> Iterator[InflightRequest]:
+        entry = InflightRequest(
+            id=str(next(self._ids)),
+            model=model,
+            method=request.method,
+            req_path=request.path,
+            remote_ip=client_ip(request),
+            # str(): aiohttp's header names are `istr`, which JSON encoders refuse as keys.
+            req_headers={str(k): v for k, v in redact_headers(request.headers).items()},
+            task=asyncio.current_task(),
+        )
+        self._requests[entry.id] = entry
+        bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
+        try:
+            yield entry
+        finally:
+            del self._requests[entry.id]
+            bus.publish("inflight", {"operation": "remove", "id": entry.id})
+
+    def cancel(self, request_id: str) -> None:
+        entry = self._requests.get(request_id)
+        if entry is None or entry.task is None:
+            raise ModelNotFound("inflight request not found")
+        entry.task.cancel()
