@@ -241,6 +241,31 @@ def proxies_under_test(baseline: str | None) -> list[tuple[str, list[str] | None
     return [("llamaswap", llamaswap_argv()), ("llama-swap", [baseline] if baseline else None)]
 
 
+def running_proxies(
+    baseline: str | None, config: Path, workdir: Path, procs: list[Proc], notes: list[str]
+) -> Iterator[Proxy]:
+    """Start each proxy under test in turn (llamaswap, then llama-swap when present); an
+    absent one adds a note instead. Each is stopped when the loop moves on."""
+    for label, binary in proxies_under_test(baseline):
+        if binary is None:
+            notes.append(f"{label}: not on PATH and no --baseline given: column skipped")
+            continue
+        proxy = start_proxy(label, binary, config, workdir)
+        procs.append(proxy.proc)
+        try:
+            yield proxy
+        finally:
+            proxy.proc.stop()
+
+
+def print_summary(bench: str, text: str, notes: Sequence[str], compared: bool) -> None:
+    """The notes, then the one-line summary (always the last line a script prints)."""
+    for note in notes:
+        print(f"note: {note}")
+    print(f"{bench} summary: {text}" + ("" if compared else "; llama-swap: skipped (absent)"))
+    sys.stdout.flush()
+
+
 @contextlib.contextmanager
 def workspace(prefix: str) -> Iterator[tuple[Path, list[Proc]]]:
     """A temp dir and a list of processes that are all stopped on the way out."""

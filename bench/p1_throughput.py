@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,12 +134,8 @@ def main() -> None:
         spec = common.ModelSpec(MODEL)
         config = common.write_config(work, [spec])
         direct_done = False
-        for label, binary in common.proxies_under_test(baseline):
-            if binary is None:
-                notes.append(f"{label}: not on PATH and no --baseline given: column skipped")
-                continue
-            proxy = common.start_proxy(label, binary, config, work)
-            procs.append(proxy.proc)
+        for proxy in common.running_proxies(baseline, config, work, procs, notes):
+            label = proxy.label
             status, _ = common.http_post(f"{proxy.url}/v1/chat/completions", common.CHAT_BODY)
             if status != 200:
                 raise SystemExit(f"{label}: warm-up request failed with {status}")
@@ -228,8 +223,6 @@ def main() -> None:
             ["function", "self %", "inclusive %"],
             [[f, f"{s:.1f}", f"{i:.1f}"] for f, s, i in profile_rows],
         )
-    for note in notes:
-        print(f"note: {note}")
     summary = []
     for c in levels:
         ours = next((r for r in rows if r.target == "llamaswap" and r.concurrency == c), None)
@@ -237,10 +230,8 @@ def main() -> None:
             summary.append(
                 f"c={c} {ours.rps:.0f} req/s ({common.ratio(ours.rps, direct[c].rps)}× direct)"
             )
-    go = [r for r in rows if r.target == "llama-swap"]
-    go_part = "" if go else "; llama-swap: skipped (absent)"
-    print("P1 summary: llamaswap " + ", ".join(summary) + go_part)
-    sys.stdout.flush()
+    compared = any(r.target == "llama-swap" for r in rows)
+    common.print_summary("P1", "llamaswap " + ", ".join(summary), notes, compared)
     if any(math.isnan(r.rps) for r in rows):
         raise SystemExit(1)
 

@@ -110,12 +110,8 @@ def main() -> None:
     with common.workspace("p2") as (work, procs):
         spec = common.ModelSpec(MODEL)
         config = common.write_config(work, [spec])
-        for label, binary in common.proxies_under_test(baseline):
-            if binary is None:
-                notes.append(f"{label}: not on PATH and no --baseline given: column skipped")
-                continue
-            proxy = common.start_proxy(label, binary, config, work)
-            procs.append(proxy.proc)
+        for proxy in common.running_proxies(baseline, config, work, procs, notes):
+            label = proxy.label
             common.http_post(f"{proxy.url}/v1/chat/completions", common.chat_body(MODEL))
             targets = [("direct", spec.url)] if "direct" not in results else []
             for name, url in [*targets, (label, proxy.url)]:
@@ -168,18 +164,18 @@ def main() -> None:
         ],
         rows,
     )
-    for note in notes:
-        print(f"note: {note}")
     ours = results.get("llamaswap")
     assert ours is not None
     diffs = added["llamaswap"]
-    print(
-        f"P2 summary: llamaswap {ours[0].rate:.0f} streams/s "
+    common.print_summary(
+        "P2",
+        f"llamaswap {ours[0].rate:.0f} streams/s "
         f"({common.ratio(ours[0].rate, direct_rate.rate)}× direct), "
         f"added latency per chunk {common.ms(statistics.fmean(diffs[1:-1]))} ms mean, "
         f"chunks complete {ours[1].streams - ours[1].bad_streams}/{ours[1].streams}, "
-        f"coalesced chunks {sum(1 for g in inter_arrivals(ours[1]) if g == 0.0)}"
-        + ("" if "llama-swap" in results else "; llama-swap: skipped (absent)")
+        f"coalesced chunks {sum(1 for g in inter_arrivals(ours[1]) if g == 0.0)}",
+        notes,
+        "llama-swap" in results,
     )
 
 

@@ -74,12 +74,8 @@ def main() -> None:
         direct = spawn_to_healthy(work, rounds)
         spec = common.ModelSpec(MODEL)
         config = common.write_config(work, [spec])
-        for label, binary in common.proxies_under_test(baseline):
-            if binary is None:
-                notes.append(f"{label}: not on PATH and no --baseline given: column skipped")
-                continue
-            proxy = common.start_proxy(label, binary, config, work)
-            procs.append(proxy.proc)
+        for proxy in common.running_proxies(baseline, config, work, procs, notes):
+            label = proxy.label
             cold[label] = []
             for _ in range(rounds):
                 wait_unloaded(proxy)
@@ -112,13 +108,13 @@ def main() -> None:
         ["what", "median ms", "min ms", "max ms", "overhead (median − direct) ms"],
         rows,
     )
-    for note in notes:
-        print(f"note: {note}")
     ours = statistics.median(cold["llamaswap"])
-    print(
-        f"P3 summary: upstream spawn-to-healthy {common.ms(base)} ms, llamaswap cold TTFB "
-        f"{common.ms(ours)} ms, overhead {common.ms(ours - base)} ms"
-        + ("" if "llama-swap" in cold else "; llama-swap: skipped (absent)")
+    common.print_summary(
+        "P3",
+        f"upstream spawn-to-healthy {common.ms(base)} ms, llamaswap cold TTFB "
+        f"{common.ms(ours)} ms, overhead {common.ms(ours - base)} ms",
+        notes,
+        "llama-swap" in cold,
     )
 
 

@@ -129,12 +129,8 @@ def main() -> None:
         specs = [common.ModelSpec(m, startup_delay=load_s) for m in MODELS]
         groups = {"chat": {"swap": True, "exclusive": True, "members": list(MODELS)}}
         config = common.write_config(work, specs, groups)
-        for label, binary in common.proxies_under_test(baseline):
-            if binary is None:
-                notes.append(f"{label}: not on PATH and no --baseline given: column skipped")
-                continue
-            proxy = common.start_proxy(label, binary, config, work)
-            procs.append(proxy.proc)
+        for proxy in common.running_proxies(baseline, config, work, procs, notes):
+            label = proxy.label
             result = asyncio.run(replay(proxy.url, trace))
             proxy.proc.stop()
             logged = _logged_swaps(proxy.proc.log_path) if label == "llamaswap" else None
@@ -170,14 +166,14 @@ def main() -> None:
         ],
         rows,
     )
-    for note in notes:
-        print(f"note: {note}")
     ours, logged = results["llamaswap"]
-    print(
-        f"P4 summary: llamaswap {logged} swaps for {changes} model changes, makespan "
+    common.print_summary(
+        "P4",
+        f"llamaswap {logged} swaps for {changes} model changes, makespan "
         f"{ours.makespan:.1f}s, wait p50 {common.ms(common.percentile(ours.waits, 50))} ms, "
-        f"p99 {common.ms(common.percentile(ours.waits, 99))} ms, errors {ours.errors}"
-        + ("" if "llama-swap" in results else "; llama-swap: skipped (absent)")
+        f"p99 {common.ms(common.percentile(ours.waits, 99))} ms, errors {ours.errors}",
+        notes,
+        "llama-swap" in results,
     )
 
 

@@ -111,12 +111,8 @@ def main() -> None:
         }
         config = common.write_config(work, specs, groups)
         direct_done = False
-        for label, binary in common.proxies_under_test(baseline):
-            if binary is None:
-                notes.append(f"{label}: not on PATH and no --baseline given: column skipped")
-                continue
-            proxy = common.start_proxy(label, binary, config, work)
-            procs.append(proxy.proc)
+        for proxy in common.running_proxies(baseline, config, work, procs, notes):
+            label = proxy.label
             common.http_post(f"{proxy.url}/v1/chat/completions", common.chat_body(RESIDENT))
             targets = [(label, proxy.url)]
             if not direct_done:
@@ -144,15 +140,15 @@ def main() -> None:
         ["target", "other models", "swaps", "answered", "p50 ms", "p99 ms", "max ms", "errors"],
         rows,
     )
-    for note in notes:
-        print(f"note: {note}")
     ours_idle, ours_swap = p99[("llamaswap", False)], p99[("llamaswap", True)]
     direct_idle, direct_swap = p99[("direct", False)], p99[("direct", True)]
-    print(
-        f"P5 summary: p99 to a loaded model via llamaswap {common.ms(ours_idle)} ms idle → "
+    common.print_summary(
+        "P5",
+        f"p99 to a loaded model via llamaswap {common.ms(ours_idle)} ms idle → "
         f"{common.ms(ours_swap)} ms while swapping (direct {common.ms(direct_idle)} → "
-        f"{common.ms(direct_swap)} ms)"
-        + ("" if ("llama-swap", True) in p99 else "; llama-swap: skipped (absent)")
+        f"{common.ms(direct_swap)} ms)",
+        notes,
+        ("llama-swap", True) in p99,
     )
 
 

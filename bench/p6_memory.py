@@ -32,12 +32,8 @@ def main() -> None:
     with common.workspace("p6") as (work, procs):
         spec = common.ModelSpec(MODEL)
         config = common.write_config(work, [spec])
-        for label, binary in common.proxies_under_test(baseline):
-            if binary is None:
-                notes.append(f"{label}: not on PATH and no --baseline given: column skipped")
-                continue
-            proxy = common.start_proxy(label, binary, config, work)
-            procs.append(proxy.proc)
+        for proxy in common.running_proxies(baseline, config, work, procs, notes):
+            label = proxy.label
             ps = psutil.Process(proxy.proc.pid)
             idle_start = ps.memory_info().rss
             common.http_post(f"{proxy.url}/v1/chat/completions", common.chat_body(MODEL))
@@ -89,12 +85,12 @@ def main() -> None:
         ],
         rows,
     )
-    for note in notes:
-        print(f"note: {note}")
     idle_mib, peak_mib = summary["llamaswap"]
-    print(
-        f"P6 summary: llamaswap RSS {idle_mib:.1f} MiB idle, {peak_mib:.1f} MiB peak at c=64"
-        + ("" if "llama-swap" in summary else "; llama-swap: skipped (absent)")
+    common.print_summary(
+        "P6",
+        f"llamaswap RSS {idle_mib:.1f} MiB idle, {peak_mib:.1f} MiB peak at c=64",
+        notes,
+        "llama-swap" in summary,
     )
 
 
