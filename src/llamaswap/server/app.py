@@ -18,7 +18,7 @@ from aiohttp import web
 from llamaswap import __version__
 from llamaswap.errors import ModelNotFound, RequestError
 from llamaswap.router import Lease
-from llamaswap.server import admin, observe_routes
+from llamaswap.server import admin, observe_routes, ui_routes
 from llamaswap.server.auth import (
     preflight_response,
     route_needs_auth,
@@ -300,4 +300,5 @@ def build_app(state: AppState) -> web.Application:
     app.router.add_route("*", "/upstream/{tail:.+}", upstream_route)
     admin.add_routes(app, __version__)
     observe_routes.add_routes(app)
+    ui_routes.add_routes(app)
     return app

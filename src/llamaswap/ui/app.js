@@ -1,0 +1,101 @@
+// The shell: hash routing, one shared /api/events connection and the history it builds.
+import { apiFetch, follow, sseParser, promptKey } from "./api.js";
+import * as models from "./models.js";
+import * as timeline from "./timeline.js";
+import * as logs from "./logs.js";
+import * as playground from "./playground.js";
+
+const PAGES = { models, timeline, logs, playground };
+const HISTORY_MS = 30 * 60 * 1000; // keep half an hour of state changes
+
+/** Live state shared by the pages, fed by /api/events. */
+export const store = {
+  models: [],            // the latest modelStatus payload
+  received: false,       // whether a modelStatus arrived yet
+  lanes: new Map(),      // id -> [{state, t}] state changes, oldest first
+  swaps: [],             // [{t, target, evicted, error, duration_s}]
+  listeners: new Set(),  // fn(kind, payload)
+  emit(kind, payload) { for (const fn of this.listeners) fn(kind, payload); },
+  subscribe(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); },
+};
+
+function onModelStatus(list) {
+  const now = Date.now();
+  store.models = list;
+  store.received = true;
+  for (const m of list) {
+    let lane = store.lanes.get(m.id);
+    if (!lane) { lane = []; store.lanes.set(m.id, lane); }
+    const last = lane[lane.length - 1];
+    if (!last || last.state !== m.state) lane.push({ state: m.state, t: now });
+    while (lane.length > 1 && lane[1].t < now - HISTORY_MS) lane.shift();
+  }
+}
+
+function onEvent(frame) {
+  let msg;
+  try { msg = JSON.parse(frame.data); } catch { return; }
+  let payload = msg.data;
+  if (typeof payload === "string") {
+    try { payload = JSON.parse(payload); } catch { /* keep the string */ }
+  }
+  if (msg.type === "modelStatus" && Array.isArray(payload)) onModelStatus(payload);
+  else if (msg.type === "swap" && payload) {
+    store.swaps.push({ ...payload, t: Date.now() });
+    const cutoff = Date.now() - HISTORY_MS;
+    while (store.swaps.length && store.swaps[0].t < cutoff) store.swaps.shift();
+  }
+  store.emit(msg.type, payload);
+}
+
+function connectEvents() {
+  const conn = document.getElementById("conn");
+  const ctrl = new AbortController();
+  let parse;
+  follow("/api/events", {
+    signal: ctrl.signal,
+    onOpen: () => { parse = sseParser(onEvent); },
+    onText: (t) => parse(t),
+    onState: (live) => {
+      conn.textContent = live ? "live" : "reconnecting…";
+      conn.className = `conn ${live ? "live" : "down"}`;
+    },
+  });
+}
+
+let unmount = null;
+
+function route() {
+  const name = (location.hash.replace(/^#\/?/, "").split(/[/?]/)[0]) || "models";
+  const page = PAGES[name] || models;
+  const key = PAGES[name] ? name : "models";
+  for (const a of document.querySelectorAll("nav a")) a.classList.toggle("active", a.dataset.route === key);
+  document.title = `llamaswap · ${key}`;
+  unmount?.();
+  const view = document.getElementById("view");
+  view.replaceChildren();
+  view.dataset.page = key;
+  unmount = page.mount(view, store) || null;
+}
+
+async function showVersion() {
+  try {
+    const resp = await apiFetch("/api/version");
+    if (!resp.ok) return;
+    const v = await resp.json();
+    document.getElementById("version").textContent = `llamaswap ${v.version}`;
+  } catch { /* optional */ }
+}
+
+function start() {
+  // `/ui/models` and friends (e.g. the `/upstream` redirect) map onto hash routes.
+  const sub = location.pathname.replace(/^\/ui\/?/, "").replace(/\/$/, "");
+  if (!location.hash && PAGES[sub]) history.replaceState(null, "", `/ui/#/${sub}`);
+  document.getElementById("key-button").addEventListener("click", () => promptKey(false));
+  window.addEventListener("hashchange", route);
+  route();
+  connectEvents();
+  showVersion();
+}
+
+start();
