@@ -46,7 +46,9 @@ function withKey(opts = {}) {
   const headers = new Headers(opts.headers || {});
   const key = getKey();
   if (key && !headers.has("Authorization")) headers.set("Authorization", `Bearer ${key}`);
-  return { ...opts, headers };
+  // "omit": the key travels only as Bearer, and a 401 comes back to us (not to the
+  // browser's own Basic prompt, which the server's WWW-Authenticate would trigger).
+  return { credentials: "omit", ...opts, headers };
 }
 
 /** fetch() that sends the stored key and, on 401, asks for a key and retries. */

@@ -1,0 +1,217 @@
+"""The web UI in a real browser (Playwright + Debian's chromium) against a real llamaswap.
+
+Skipped only when `/usr/bin/chromium` or the `playwright` module is missing. Screenshots
+are taken in every run; with `LLAMASWAP_UI_SCREENSHOTS=1` they are written to `docs/ui/`
+(the README's pictures), otherwise into the test's temporary directory.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
+
+from llamaswap_proc import FAKE_CMD, LlamaswapProcess, fake_model, llamaswap  # noqa: E402
+
+CHROMIUM = "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api")
+Page = sync_api.Page
+expect = sync_api.expect
+
+LAUNCH_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
+ANSWER = "asdf" * 10  # what the fake upstream streams
+
+TWO_MODELS = (
+    "models:\n"
+    + fake_model(
+        "alpha",
+        "name: Alpha 7B",
+        "description: the first fake model",
+        "aliases: [a, first]",
+    )
+    + fake_model("beta", "description: the second fake model")
+)
+
+
+def loud_model(name: str) -> str:
+    """A fake model that prints its `My PID` line (no `--silent`)."""
+    cmd = FAKE_CMD.replace(" --silent", "")
+    return (
+        f"  {name}:\n    cmd: {cmd} --port ${{PORT}} --model ${{MODEL_ID}}\n"
+        "    proxy: http://127.0.0.1:${PORT}\n"
+    )
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def open_page(browser: Any, server: LlamaswapProcess, route: str, **ctx: Any) -> Page:
+    ctx.setdefault("viewport", DESKTOP)
+    ctx.setdefault("color_scheme", "light")
+    context = browser.new_context(**ctx)
+    context.set_default_timeout(15_000)
+    page: Page = context.new_page()
+    page.goto(f"{server.base}/ui/#/{route}")
+    return page
+
+
+def shoot(page: Page, tmp_path: Path, name: str) -> None:
+    target = DOCS if os.environ.get("LLAMASWAP_UI_SCREENSHOTS") == "1" else tmp_path
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / f"{name}.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size < 300_000, f"{path} is too large"
+
+
+def close(page: Page) -> None:
+    page.context.close()
+
+
+def test_ui_models_page_lists_models_and_loads_one(browser: Any, tmp_path: Path) -> None:
+    with llamaswap(tmp_path, TWO_MODELS) as server:
+        page = open_page(browser, server, "models")
+        try:
+            alpha = page.locator('[data-model="alpha"]')
+            beta = page.locator('[data-model="beta"]')
+            expect(alpha).to_be_visible()
+            expect(beta).to_be_visible()
+            expect(alpha).to_contain_text("the first fake model")
+            expect(alpha).to_contain_text("first")
+            expect(alpha).to_have_attribute("data-state", "stopped")
+            alpha.get_by_role("button", name="Load", exact=True).click()
+            expect(alpha).to_have_attribute("data-state", "ready")
+            expect(alpha.locator(".dot")).to_have_class("dot ready")
+            assert server.running_models() == ["alpha"]
+            alpha.get_by_role("button", name="Logs").click()
+            expect(alpha.locator("pre.log")).to_be_visible()
+            shoot(page, tmp_path, "models")
+            page.set_viewport_size(PHONE)
+            shoot(page, tmp_path, "models-phone")
+            alpha.get_by_role("button", name="Unload", exact=True).click()
+            expect(alpha).to_have_attribute("data-state", "stopped")
+        finally:
+            close(page)
+
+
+def test_ui_playground_streams_answer_and_reasoning(browser: Any, tmp_path: Path) -> None:
+    config = "sendLoadingState: true\n" + TWO_MODELS
+    with llamaswap(tmp_path, config) as server:
+        page = open_page(browser, server, "playground")
+        try:
+            expect(page.locator("#pg-model option")).to_have_count(2)
+            page.locator("#pg-model").select_option("beta")
+            page.locator("#pg-input").fill("Hello there")
+            page.locator("#pg-send").click()
+            answer = page.locator('.msg[data-role="assistant"]').last
+            expect(answer.locator(".content")).to_have_text(ANSWER)
+            expect(answer).to_have_attribute("data-done", "true")
+            # the loading progress arrives as reasoning_content: shown apart from the answer
+            expect(answer.locator("details.reasoning")).to_be_visible()
+            expect(answer.locator(".reasoning-text")).not_to_be_empty()
+            expect(page.locator('.msg[data-role="user"] .content')).to_have_text("Hello there")
+            shoot(page, tmp_path, "playground")
+        finally:
+            close(page)
+
+
+def test_ui_timeline_shows_swap(browser: Any, tmp_path: Path) -> None:
+    with llamaswap(tmp_path, TWO_MODELS) as server:
+        page = open_page(browser, server, "timeline", color_scheme="dark")
+        try:
+            expect(page.locator('svg.timeline g.lane[data-model="alpha"]')).to_be_attached()
+            assert server.chat("alpha").status == 200
+            expect(page.locator('g.lane[data-model="alpha"] rect.seg-ready')).to_be_attached()
+            assert server.chat("beta").status == 200
+            expect(page.locator('#swap-list li[data-target="beta"]')).to_contain_text("beta")
+            expect(page.locator('svg.timeline g.swap[data-target="beta"]')).to_be_attached()
+            expect(page.locator('g.lane[data-model="beta"] rect.seg-ready')).to_be_attached()
+            expect(page.locator('#swap-list li[data-target="beta"]')).to_contain_text("alpha")
+            shoot(page, tmp_path, "timeline")
+        finally:
+            close(page)
+
+
+def test_ui_logs_page_shows_upstream_and_proxy_lines(browser: Any, tmp_path: Path) -> None:
+    config = "models:\n" + loud_model("loud")
+    with llamaswap(tmp_path, config) as server:
+        page = open_page(browser, server, "logs")
+        try:
+            expect(page.locator("#log-proxy")).to_be_visible()
+            assert server.chat("loud").status == 200
+            expect(page.locator("#log-upstream")).to_contain_text("My PID")
+            expect(page.locator("#log-proxy")).to_contain_text("swap to loud")
+            page.locator("#log-filter").fill("swap to")
+            expect(page.locator("#log-upstream .line")).to_have_count(0)
+            expect(page.locator("#log-proxy .line")).to_contain_text(["swap to loud"])
+            page.locator("#log-filter").fill("")
+            expect(page.locator("#log-upstream")).to_contain_text("My PID")
+            shoot(page, tmp_path, "logs")
+        finally:
+            close(page)
+
+
+def test_ui_asks_for_api_key_then_works(browser: Any, tmp_path: Path) -> None:
+    """With `apiKeys`, API calls answer 401 until the key typed into the prompt is sent.
+
+    `/ui` itself needs a key too (a browser shows its Basic prompt first); the test lets
+    the page's own files through with the key so that the in-page prompt is what it sees.
+    """
+    config = "apiKeys: [sekrit]\n" + TWO_MODELS
+    with llamaswap(tmp_path, config) as server:
+        context = browser.new_context(viewport=DESKTOP, color_scheme="light")
+        context.set_default_timeout(15_000)
+
+        def ui_files(url: str) -> bool:
+            return urlparse(url).path.startswith("/ui")
+
+        context.route(
+            ui_files,
+            lambda route: route.continue_(
+                headers={**route.request.headers, "authorization": "Bearer sekrit"}
+            ),
+        )
+        page: Page = context.new_page()
+        try:
+            page.goto(f"{server.base}/ui/#/models")
+            dialog = page.locator("#key-dialog")
+            expect(dialog).to_be_visible()
+            page.locator("#key-input").fill("wrong")
+            page.locator("#key-save").click()
+            expect(page.locator("#key-error")).to_be_visible()
+            page.locator("#key-input").fill("sekrit")
+            shoot(page, tmp_path, "api-key")
+            page.locator("#key-save").click()
+            expect(dialog).to_be_hidden()
+            alpha = page.locator('[data-model="alpha"]')
+            expect(alpha).to_be_visible()
+            assert page.evaluate("localStorage.getItem('llamaswap.apiKey')") == "sekrit"
+            alpha.get_by_role("button", name="Load", exact=True).click()
+            expect(alpha).to_have_attribute("data-state", "ready")
+        finally:
+            context.close()
