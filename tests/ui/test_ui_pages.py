@@ -18,7 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-from llamaswap_proc import FAKE_CMD, LlamaswapProcess, fake_model, llamaswap  # noqa: E402
+from llamaswap_proc import FAKE_CMD, LlamaswapProcess, fake_model, llamaswap
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -152,6 +152,7 @@ def test_ui_timeline_shows_swap(browser: Any, tmp_path: Path) -> None:
             expect(page.locator('svg.timeline g.swap[data-target="beta"]')).to_be_attached()
             expect(page.locator('g.lane[data-model="beta"] rect.seg-ready')).to_be_attached()
             expect(page.locator('#swap-list li[data-target="beta"]')).to_contain_text("alpha")
+            page.locator("#timeline-window").select_option("1 min")
             shoot(page, tmp_path, "timeline")
         finally:
             close(page)
