@@ -285,12 +285,16 @@ class Router:
         await asyncio.gather(*(stop_one(m) for m in sorted(stop.models)))
 
     async def _ttl_loop(self) -> None:
-        while True:
+        # `asyncio.timeout`, not `wait_for`: on 3.11 `wait_for` swallows a cancellation that
+        # arrives when the awaited event is already set, which left shutdown waiting out a
+        # whole ttl with the models still running.
+        while not self._closed:
             deadline = self._scheduler.next_deadline()
             self._wake.clear()
             timeout = None if deadline is None else max(0.0, deadline - self._clock())
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             except TimeoutError:
                 effects = self._scheduler.on_tick(self._clock())
                 for effect in effects:

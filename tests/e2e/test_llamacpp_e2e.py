@@ -146,11 +146,6 @@ def test_send_loading_state_during_a_real_load(llamaswap_gemma: Llamaswap) -> No
     assert llamaswap_gemma.running() == {LOADING: "ready"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="router.shutdown waits on its ttl task, whose asyncio.wait_for (Python 3.11) can "
-    "swallow the cancel while a model with a ttl is loaded: SIGTERM then hangs",
-)
 def test_sigterm_with_a_ttl_model_loaded_stops_everything(
     llamacpp_assets: LlamacppAssets, tmp_path: Path
 ) -> None:

@@ -169,3 +169,14 @@ def test_sigterm_with_a_stream_in_flight_exits_promptly(tmp_path: Path) -> None:
     finally:
         conn.close()
         server.kill_hard()
+
+
+def test_sigterm_with_a_ttl_model_loaded_exits_promptly(tmp_path: Path) -> None:
+    """Regression: shutdown used to wait out the whole ttl (asyncio.wait_for swallowed the
+    cancel of the ttl timer), leaving the upstream running."""
+    config = "models:\n" + fake_model("idle", "ttl: 300")
+    with llamaswap(tmp_path, config) as server:
+        assert server.chat("idle").status == 200
+        began = time.monotonic()
+        server.stop()  # SIGTERM; asserts exit 0 and no orphans
+        assert time.monotonic() - began < 10
