@@ -43,7 +43,7 @@ SENSITIVE_HEADERS = frozenset(
 )
 # RFC 9110 `tchar`: what a header field name may consist of.
 _TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-# Paths anyone may reach, whatever the method ([H] §5.1 auth column). `/ui` is *not* here.
+# Paths anyone may reach, whatever the method ([H] §5.1 auth column).
 _OPEN_PATHS = frozenset({"/", "/health", "/wol-health", "/favicon.ico"})
 
 
@@ -110,13 +110,21 @@ def route_needs_auth(method: str, path: str) -> bool:
     """Whether `method path` requires an API key (when keys are configured).
 
     Exempt: every OPTIONS (CORS preflight), `/`, `/health`, `/wol-health`, `/favicon.ico`,
-    and `GET`/`HEAD /upstream` (the redirect to the UI). Everything else, `/ui` included
-    ([H] `62aea0e8`), needs a key.
+    `GET`/`HEAD /upstream` (the redirect to the UI), and `GET`/`HEAD` of the UI's static
+    files under `/ui`. llama-swap ([H] `62aea0e8`) protects `/ui` too, which makes a browser
+    show its Basic-auth dialog before the page can ask for the key itself; the files hold no
+    data (every API call they make needs the key), so we serve them openly and ask once.
     """
     method = method.upper()
     if method == "OPTIONS" or path in _OPEN_PATHS:
         return False
-    return not (path == "/upstream" and method in {"GET", "HEAD"})
+    if method in {"GET", "HEAD"} and (path == "/upstream" or _is_ui(path)):
+        return False
+    return True
+
+
+def _is_ui(path: str) -> bool:
+    return path == "/ui" or path.startswith("/ui/")
 
 
 def sanitize_header_names(value: str) -> str:
