@@ -118,9 +118,7 @@ def route_needs_auth(method: str, path: str) -> bool:
     method = method.upper()
     if method == "OPTIONS" or path in _OPEN_PATHS:
         return False
-    if method in {"GET", "HEAD"} and (path == "/upstream" or _is_ui(path)):
-        return False
-    return True
+    return not (method in {"GET", "HEAD"} and (path == "/upstream" or _is_ui(path)))
 
 
 def _is_ui(path: str) -> bool:
