@@ -38,6 +38,7 @@ async def test_parked_request_survives_a_swap() -> None:
                 await release.wait()
 
         state.before_forward = park_first_m1
+        queue_events = state.router.events.subscribe(kinds=("queue",))
         first = asyncio.create_task(chat(session, base, "m1"))
         await asyncio.wait_for(parked.wait(), 5)
         swap = asyncio.create_task(chat(session, base, "m2"))
@@ -56,6 +57,11 @@ async def test_parked_request_survives_a_swap() -> None:
         assert second_body["model"] == "m2"
         assert state.router.state("m1") is ProcessState.STOPPED
         assert state.router.state("m2") is ProcessState.READY
+        depths = []
+        while (event := queue_events.get_nowait()) is not None:
+            depths.append(event.data["depth"])
+        queue_events.close()
+        assert depths == [1, 0]  # published for the UI's queue chart
 
 
 async def test_requests_to_other_models_are_not_blocked_by_a_draining_swap() -> None:

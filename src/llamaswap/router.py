@@ -116,6 +116,7 @@ class Router:
         self._ttl_task: asyncio.Task[None] | None = None
         self._closed = False
         self.swap_count = 0
+        self._last_queue_depth = 0
 
     async def __aenter__(self) -> Router:
         self._ttl_task = asyncio.create_task(self._ttl_loop(), name="llamaswap-ttl")
@@ -210,6 +211,10 @@ class Router:
                 if listener is not None:
                     listener(effect.position)
         self._wake.set()
+        depth = self._scheduler.queue_depth()
+        if depth != self._last_queue_depth:  # for the UI's queue-over-time chart
+            self._last_queue_depth = depth
+            self.events.publish("queue", {"depth": depth})
 
     def _grant(self, grant: Grant) -> None:
         future = self._waiters.get(grant.request_id)

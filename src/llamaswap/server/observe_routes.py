@@ -268,7 +268,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     upstream = upstream_log(state) or LogBuffer()
     out: Feed[bytes] = Feed(EVENTS_QUEUE)
     # Subscribe, then snapshot, with no await between: nothing is missed or doubled.
-    bus_sub = _bus(state).subscribe(EVENTS_QUEUE, kinds=("modelState", "swap", "inflight"))
+    bus_sub = _bus(state).subscribe(EVENTS_QUEUE, kinds=("modelState", "swap", "inflight", "queue"))
     proxy_sub = proxy.subscribe()
     upstream_sub = upstream.subscribe()
     first = b"".join(
