@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -90,7 +91,7 @@ async def client(base: str, seed: int, deadline: float, tally: Tally) -> None:
 
 
 @pytest.fixture
-def soak_server(tmp_path: Path) -> tuple[str, subprocess.Popen[bytes]]:
+def soak_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     config = tmp_path / "soak.yaml"
     config.write_text(
         f"startPort: {free_port_block(8)}\nhealthCheckTimeout: 30\n"
