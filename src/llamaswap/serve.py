@@ -20,6 +20,7 @@ from llamaswap.errors import ConfigError
 from llamaswap.observe.events import EventBus
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.router import Router
+from llamaswap.server import profiles
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.state import AppState
@@ -164,6 +165,7 @@ class Server:
         self._state.config = config
         self._state.router = router
         self._state.keys = ApiKeyChecker(config.api_keys)
+        profiles.reset(self._state)  # spec §2.9: no profile is active after a reload
         log.info("config reloaded: %d models", len(config.models))
         self._preload(config, router)
 

@@ -8,6 +8,7 @@ stream to the upstream → release the lease when the last byte is sent or the c
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -18,7 +19,7 @@ from aiohttp import web
 from llamaswap import __version__
 from llamaswap.errors import ModelNotFound, RequestError
 from llamaswap.router import Lease
-from llamaswap.server import admin, observe_routes, ui_routes
+from llamaswap.server import admin, observe_routes, profiles, ui_routes
 from llamaswap.server.auth import (
     preflight_response,
     route_needs_auth,
@@ -214,6 +215,10 @@ async def model_route(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     body = await request.read()
     shape = shape_request(request.method, request.content_type, request.query, body)
+    if shape.model and (target := profiles.pin_target(state, shape.model)) != shape.model:
+        assert target is not None
+        request, body = profiles.rewrite_request(request, shape.kind, body, shape.model, target)
+        shape = dataclasses.replace(shape, model=target)
     if shape.model and state.config.resolve_model(shape.model) is None:
         peer = resolve_peer(state.config, shape.model)
         if peer is not None:
@@ -247,7 +252,10 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
     """`/upstream/<model>/<path>`: raw passthrough to the model's server (any method)."""
     state = request.app[STATE]
     raw_path = request.raw_path.split("?", 1)[0]
-    found = find_model_in_path(raw_path, state.config.resolve_model)
+    pins = profiles.active_pins(state)
+    found = find_model_in_path(
+        raw_path, lambda n: n if n in pins else state.config.resolve_model(n)
+    )
     if found is None:
         raise ModelNotFound("model not found")
     requested, rest = found
@@ -255,7 +263,7 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
         location = raw_path + "/" + (f"?{request.query_string}" if request.query_string else "")
         status = 301 if request.method in ("GET", "HEAD") else 308
         raise _redirect(status, location)
-    model_id = _resolve(state, requested)
+    model_id = _resolve(state, profiles.pin_target(state, requested))
     # Browsers fetch favicons and assets of an upstream's web page; those must not start
     # a model. (A model stopped between this check and the grant is started: harmless.)
     if state.router.state(model_id) is not ProcessState.READY and _ignored(state, rest):
@@ -300,5 +308,6 @@ def build_app(state: AppState) -> web.Application:
     app.router.add_route("*", "/upstream/{tail:.+}", upstream_route)
     admin.add_routes(app, __version__)
     observe_routes.add_routes(app)
+    profiles.add_routes(app)
     ui_routes.add_routes(app)
     return app

@@ -268,7 +268,9 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     upstream = upstream_log(state) or LogBuffer()
     out: Feed[bytes] = Feed(EVENTS_QUEUE)
     # Subscribe, then snapshot, with no await between: nothing is missed or doubled.
-    bus_sub = _bus(state).subscribe(EVENTS_QUEUE, kinds=("modelState", "swap", "inflight", "queue"))
+    bus_sub = _bus(state).subscribe(
+        EVENTS_QUEUE, kinds=("modelState", "swap", "inflight", "queue", "profileChanged")
+    )
     proxy_sub = proxy.subscribe()
     upstream_sub = upstream.subscribe()
     first = b"".join(
@@ -277,6 +279,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             _log_frame("proxy", proxy.history()),
             _log_frame("upstream", upstream.history()),
             sse_frame("inflight", {"operation": "snapshot", "requests": state.inflight.snapshot()}),
+            sse_frame("profileChanged", {"active": state.active_profile}),
         )
     )
 

@@ -27,6 +27,8 @@ class AppState:
     started: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
     inflight: InflightTracker = field(default_factory=InflightTracker)
+    # The active profile's name (spec §2.9); None at startup and after every reload.
+    active_profile: str | None = None
     # Test seam: awaited after the lease is granted and before forwarding.
     before_forward: ForwardHook | None = None
 
