@@ -8,7 +8,10 @@ are taken in every run; with `LLAMASWAP_UI_SCREENSHOTS=1` they are written to `d
 from __future__ import annotations
 
 import os
+import re
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
 
-from llamaswap_proc import FAKE_CMD, LlamaswapProcess, fake_model, llamaswap
+from llamaswap_proc import FAKE_CMD, LlamaswapProcess, Reply, chat_body, fake_model, llamaswap
 
 pytestmark = pytest.mark.ui
 
@@ -204,3 +207,113 @@ def test_ui_asks_for_api_key_then_works(browser: Any, tmp_path: Path) -> None:
             expect(alpha).to_have_attribute("data-state", "ready")
         finally:
             context.close()
+
+
+class Background:
+    """One blocking request on a thread: its reply or error, and how long it took."""
+
+    def __init__(self, server: LlamaswapProcess, model: str, wait: str = "") -> None:
+        path = "/v1/chat/completions" + (f"?wait={wait}" if wait else "")
+        self.reply: Reply | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+        self._thread = threading.Thread(target=self._run, args=(server, path, model), daemon=True)
+        self._thread.start()
+
+    def _run(self, server: LlamaswapProcess, path: str, model: str) -> None:
+        started = time.monotonic()
+        try:
+            self.reply = server.call("POST", path, chat_body(model), timeout=60)
+        except Exception as exc:  # the connection cut by a cancel lands here
+            self.error = exc
+        finally:
+            self.seconds = time.monotonic() - started
+
+    def join(self, timeout: float = 15) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the request did not end"
+
+
+def inflight_ids(server: LlamaswapProcess) -> dict[str, str]:
+    """model -> in-flight request id, from the API."""
+    return {r["model"]: r["id"] for r in server.call("GET", "/api/inflight").json()["requests"]}
+
+
+def cancel_all(server: LlamaswapProcess) -> None:
+    """Cut whatever a failed test left in flight, so the server can stop promptly."""
+    for request_id in inflight_ids(server).values():
+        server.call("POST", f"/api/inflight/{request_id}/cancel")
+
+
+def test_ui_activity_lists_and_cancels_inflight(browser: Any, tmp_path: Path) -> None:
+    """A held request shows up live with a ticking elapsed time; Cancel cuts the client's
+    connection and the row goes; the request queued behind it then gets served."""
+    with llamaswap(tmp_path, TWO_MODELS) as server:
+        page = open_page(browser, server, "activity")
+        held: Background | None = None
+        waiting: Background | None = None
+        try:
+            expect(page.locator("#inflight-empty")).to_have_text("No requests in flight.")
+            expect(page.locator("#history-note")).to_contain_text("activity store")
+            held = Background(server, "alpha", wait="20s")
+            row = page.locator('#inflight-rows tr[data-model="alpha"]')
+            expect(row).to_be_visible()
+            expect(row).to_contain_text("POST")
+            expect(row).to_contain_text("/v1/chat/completions")
+            expect(row).to_contain_text("127.0.0.1")
+            expect(row.locator("td").first).to_have_text(inflight_ids(server)["alpha"])
+            elapsed = row.locator("td.elapsed")
+            expect(elapsed).to_have_text(re.compile(r"^\d+\.\d s$"))
+            first = elapsed.inner_text()
+            expect(elapsed).not_to_have_text(first)  # ticks in the browser
+            # alpha holds its lease, so beta (same swap group) waits in the queue
+            expect(page.locator("#inflight-count")).to_have_text("1 request")
+            waiting = Background(server, "beta")
+            expect(page.locator('#inflight-rows tr[data-model="beta"]')).to_be_visible()
+            expect(page.locator("#activity-queue")).to_have_attribute("data-depth", "1")
+            expect(page.locator("#inflight-count")).to_have_text("2 requests")
+            shoot(page, tmp_path, "activity")
+            row.get_by_role("button", name="Cancel").click()
+            expect(row).to_have_count(0)
+            held.join()
+            assert held.reply is None, f"the cancelled request was answered: {held.reply}"
+            assert held.error is not None
+            assert held.seconds < 15, held.seconds
+            waiting.join()
+            assert waiting.reply is not None and waiting.reply.status == 200, waiting.error
+            expect(page.locator("#inflight-rows tr")).to_have_count(0)
+            expect(page.locator("#inflight-empty")).to_be_visible()
+            expect(page.locator("#activity-queue")).to_have_attribute("data-depth", "0")
+        finally:
+            close(page)
+            cancel_all(server)
+
+
+def test_ui_timeline_shows_queue_depth(browser: Any, tmp_path: Path) -> None:
+    """While alpha holds its lease, a request for beta waits: the queue strip rises to 1
+    and falls back to 0 once alpha's request is cancelled and beta is served."""
+    with llamaswap(tmp_path, TWO_MODELS) as server:
+        page = open_page(browser, server, "timeline")
+        strip = page.locator("svg.timeline #queue-strip")
+        held: Background | None = None
+        waiting: Background | None = None
+        try:
+            expect(strip).to_have_attribute("data-max", "0")
+            held = Background(server, "alpha", wait="20s")
+            expect(page.locator('g.lane[data-model="alpha"] rect.seg-ready')).to_be_attached()
+            # alpha's own wait for its start is over once it holds the lease
+            expect(strip).to_have_attribute("data-depth", "0")
+            waiting = Background(server, "beta")
+            expect(strip).to_have_attribute("data-depth", "1")
+            expect(strip).to_contain_text("queue 1")
+            expect(strip.locator("path.queue-area")).to_be_attached()
+            server.call("POST", f"/api/inflight/{inflight_ids(server)['alpha']}/cancel")
+            waiting.join()
+            assert waiting.reply is not None and waiting.reply.status == 200, waiting.error
+            expect(strip).to_have_attribute("data-depth", "0")
+            expect(strip).to_have_attribute("data-max", "1")  # the peak stays in the window
+            held.join()
+            assert held.error is not None
+        finally:
+            close(page)
+            cancel_all(server)

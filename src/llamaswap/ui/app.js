@@ -4,8 +4,9 @@ import * as models from "./models.js";
 import * as timeline from "./timeline.js";
 import * as logs from "./logs.js";
 import * as playground from "./playground.js";
+import * as activity from "./activity.js";
 
-const PAGES = { models, timeline, logs, playground };
+const PAGES = { models, activity, timeline, logs, playground };
 const HISTORY_MS = 30 * 60 * 1000; // keep half an hour of state changes
 
 /** Live state shared by the pages, fed by /api/events. */
@@ -14,6 +15,10 @@ export const store = {
   received: false,       // whether a modelStatus arrived yet
   lanes: new Map(),      // id -> [{state, t}] state changes, oldest first
   swaps: [],             // [{t, target, evicted, error, duration_s}]
+  inflight: new Map(),   // id -> {...request, since} (since: browser clock when it started)
+  inflightReceived: false, // whether an inflight snapshot arrived yet
+  queue: [],             // [{t, depth}] queue depth changes, oldest first
+  queueDepth: 0,         // the latest queue depth
   listeners: new Set(),  // fn(kind, payload)
   emit(kind, payload) { for (const fn of this.listeners) fn(kind, payload); },
   subscribe(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); },
@@ -45,7 +50,31 @@ function onEvent(frame) {
     const cutoff = Date.now() - HISTORY_MS;
     while (store.swaps.length && store.swaps[0].t < cutoff) store.swaps.shift();
   }
+  else if (msg.type === "inflight" && payload) onInflight(payload);
+  else if (msg.type === "queue" && payload && typeof payload.depth === "number") {
+    const now = Date.now();
+    store.queueDepth = payload.depth;
+    store.queue.push({ depth: payload.depth, t: now });
+    while (store.queue.length > 1 && store.queue[1].t < now - HISTORY_MS) store.queue.shift();
+  }
   store.emit(msg.type, payload);
+}
+
+// Elapsed time ticks on the browser's clock: `since` is derived from the server's
+// elapsed_ms when the request is first seen, so the two clocks need not agree.
+function onInflight(p) {
+  const now = Date.now();
+  const withSince = (r) => ({ ...r, since: store.inflight.get(r.id)?.since ?? now - (r.elapsed_ms || 0) });
+  if (p.operation === "snapshot" && Array.isArray(p.requests)) {
+    const next = new Map();
+    for (const r of p.requests) next.set(r.id, withSince(r));
+    store.inflight = next;
+    store.inflightReceived = true;
+  } else if (p.operation === "upsert" && p.request) {
+    store.inflight.set(p.request.id, withSince(p.request));
+  } else if (p.operation === "remove") {
+    store.inflight.delete(p.id);
+  }
 }
 
 function connectEvents() {

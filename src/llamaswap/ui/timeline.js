@@ -1,9 +1,10 @@
-// Timeline: one lane per model with starting/ready/stopping segments and swap markers.
+// Timeline: one lane per model with starting/ready/stopping segments and swap markers,
+// and a strip of the queue depth (requests waiting for a lease) over time.
 import { el } from "./api.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const WINDOWS = { "1 min": 60e3, "5 min": 300e3, "15 min": 900e3 };
-const LANE_H = 26, GAP = 6, TOP = 22, LABEL_W = 110;
+const LANE_H = 26, GAP = 6, TOP = 22, LABEL_W = 110, QUEUE_H = 44;
 
 function s(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -26,7 +27,8 @@ export function mount(view, store) {
     el("div", { class: "toolbar" }, el("h1", {}, "Timeline"), el("span", { class: "grow" }), picker),
     el("div", { class: "legend" },
       ["starting", "ready", "stopping"].map((k) => el("span", {}, el("i", { style: `background: var(--${k})` }), k)),
-      el("span", {}, el("i", { style: "background: var(--swap)" }), "swap (target · duration)")),
+      el("span", {}, el("i", { style: "background: var(--swap)" }), "swap (target · duration)"),
+      el("span", {}, el("i", { style: "background: var(--swap); opacity: .35" }), "queue depth (waiting requests)")),
     box,
     el("h2", {}, "Recent swaps"),
     swaps,
@@ -40,7 +42,8 @@ export function mount(view, store) {
     const width = Math.max(box.clientWidth - 2, 280);
     const labelW = Math.min(LABEL_W, width * 0.3);
     const plotW = width - labelW - 8;
-    const height = TOP + Math.max(ids.length, 1) * (LANE_H + GAP) + 4;
+    const lanesH = TOP + Math.max(ids.length, 1) * (LANE_H + GAP);
+    const height = lanesH + QUEUE_H + 4;
     const x = (t) => labelW + ((t - from) / windowMs) * plotW;
     const svg = s("svg", { class: "timeline", viewBox: `0 0 ${width} ${height}`, width, height, role: "img", "aria-label": "model state timeline" });
 
@@ -85,7 +88,37 @@ export function mount(view, store) {
       g.append(s("title", {}, `swap to ${sw.target} in ${fmtDur(sw.duration_s)}${sw.evicted?.length ? `, evicted ${sw.evicted.join(", ")}` : ""}${sw.error ? ` — error: ${sw.error}` : ""}`));
       svg.append(g);
     }
+    svg.append(queueStrip(from, now, lanesH, labelW, plotW, x));
     box.replaceChildren(svg);
+  }
+
+  // A step line of the queue depth across the window; data-depth is the depth now and
+  // data-max the highest depth seen in the window.
+  function queueStrip(from, now, y, labelW, plotW, x) {
+    const changes = store.queue;
+    let depth = 0;
+    let i = 0;
+    while (i < changes.length && changes[i].t <= from) depth = changes[i++].depth;
+    const steps = [{ t: from, depth }];
+    for (; i < changes.length; i++) steps.push(changes[i]);
+    const max = Math.max(...steps.map((c) => c.depth), store.queueDepth);
+    const g = s("g", { class: "queue", id: "queue-strip", "data-depth": store.queueDepth, "data-max": max });
+    g.append(s("rect", { class: "queue-bg", x: labelW, y, width: plotW, height: QUEUE_H, rx: 4 }));
+    g.append(s("text", { x: 4, y: y + QUEUE_H / 2 + 4 }, `queue ${store.queueDepth}`));
+    const scale = Math.max(max, 1);
+    const base = y + QUEUE_H - 2;
+    const yOf = (d) => base - (d / scale) * (QUEUE_H - 8);
+    let dPath = `M ${x(from)} ${base}`;
+    steps.forEach((c, j) => {
+      const x0 = x(c.t);
+      dPath += ` L ${x0} ${yOf(j ? steps[j - 1].depth : c.depth)} L ${x0} ${yOf(c.depth)}`;
+    });
+    dPath += ` L ${x(now)} ${yOf(steps[steps.length - 1].depth)} L ${x(now)} ${base} Z`;
+    const area = s("path", { class: "queue-area", d: dPath });
+    area.append(s("title", {}, `queue depth: ${store.queueDepth} now, at most ${max} in this window`));
+    g.append(area);
+    if (max > 0) g.append(s("text", { class: "queue-max", x: labelW + 4, y: y + 12 }, `max ${max}`));
+    return g;
   }
 
   function listSwaps() {
@@ -104,7 +137,7 @@ export function mount(view, store) {
   const onResize = () => draw();
   window.addEventListener("resize", onResize);
   const off = store.subscribe((kind) => {
-    if (kind === "modelStatus" || kind === "swap") draw();
+    if (kind === "modelStatus" || kind === "swap" || kind === "queue") draw();
     if (kind === "swap") listSwaps();
   });
   return () => { clearInterval(timer); off(); window.removeEventListener("resize", onResize); };
