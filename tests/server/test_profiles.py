@@ -173,3 +173,27 @@ async def test_profile_changed_on_api_events() -> None:
         assert await until_profile_changed() == {"active": "fast"}
         await put_active(s, base, {"name": None})
         assert await until_profile_changed() == {"active": None}
+
+
+async def test_multipart_pin_is_rewritten() -> None:
+    async with running_llamaswap(CONFIG) as (base, state), aiohttp.ClientSession() as s:
+        await put_active(s, base, {"name": "fast"})
+        form = aiohttp.FormData()
+        form.add_field("model", "chat")
+        form.add_field("file", b"12345", filename="a.wav", content_type="audio/wav")
+        async with s.post(f"{base}/v1/audio/transcriptions", data=form) as r:
+            body = await r.json()
+            assert r.status == 200, body
+        assert body["model"] == "alpha"
+        assert state.router.state("alpha") is ProcessState.READY
+        assert state.router.state("beta") is ProcessState.STOPPED
+
+
+async def test_urlencoded_pin_is_rewritten() -> None:
+    async with running_llamaswap(CONFIG) as (base, state), aiohttp.ClientSession() as s:
+        await put_active(s, base, {"name": "big"})
+        data = {"model": "chat", "prompt": "x"}
+        async with s.post(f"{base}/v1/images/generations", data=data) as r:
+            assert r.status == 200, await r.text()
+        assert state.router.state("beta") is ProcessState.READY
+        assert state.router.state("alpha") is ProcessState.STOPPED

@@ -214,7 +214,10 @@ async def model_route(request: web.Request) -> web.StreamResponse:
     """Inference routes: the model comes from the body or the query."""
     state = request.app[STATE]
     body = await request.read()
-    shape = shape_request(request.method, request.content_type, request.query, body)
+    # The raw header: `request.content_type` drops the multipart boundary and reports a
+    # missing header as application/octet-stream.
+    content_type = request.headers.get("Content-Type")
+    shape = shape_request(request.method, content_type, request.query, body)
     if shape.model and (target := profiles.pin_target(state, shape.model)) != shape.model:
         assert target is not None
         request, body = profiles.rewrite_request(request, shape.kind, body, shape.model, target)

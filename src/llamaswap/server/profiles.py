@@ -87,13 +87,17 @@ def rewrite_request(
     if kind is BodyKind.JSON:
         return request, _rewrite_json(body, target)
     if kind is BodyKind.MULTIPART:
-        body, content_type = rewrite_multipart_model(
-            body, request.headers.get("Content-Type", ""), target
-        )
-        return request.clone(headers={**request.headers, "Content-Type": content_type}), body
+        content_type = request.headers.get("Content-Type", "")
+        new_body, new_type = rewrite_multipart_model(body, content_type, target)
+        # aiohttp cannot clone a request whose body was read, so the Content-Type cannot be
+        # replaced; it only changes when the value holds the boundary or a line break.
+        if new_type != content_type:
+            raise BadRequest("error parsing multipart form: pin target cannot be encoded")
+        return request, new_body
     if kind is BodyKind.FORM and dict(parse_qsl(body.decode("utf-8", "replace"))).get("model"):
         return request, _rewrite_form(body.decode("utf-8", "replace"), target).encode()
-    if request.query.get("model") == requested:
+    if request.query.get("model") == requested and not body:
+        # (With a body the request cannot be cloned: then only the routing follows the pin.)
         query = _rewrite_form(request.query_string, target)
         return request.clone(rel_url=request.rel_url.with_query(query)), body
     return request, body
