@@ -89,18 +89,18 @@ def test_concurrency_limit_answers_429_while_busy(
     server: LlamaswapProcess, pool: ThreadPoolExecutor
 ) -> None:
     assert server.chat("limited").status == 200  # loaded, so the slow request is admitted fast
-    slow: Future[Reply] = pool.submit(server.call, "POST", f"{CHAT}?wait=2s", chat_body("limited"))
-    rejected: list[Reply] = []
+    slow: Future[Reply] = pool.submit(server.call, "POST", f"{CHAT}?wait=6s", chat_body("limited"))
 
-    def second_is_rejected() -> bool:
-        reply = server.call("POST", CHAT, chat_body("limited"), {"Accept": "text/plain"})
-        if reply.status == 429:
-            rejected.append(reply)
-            return True
-        assert reply.status == 200, reply.text  # the slow one was not admitted yet
-        return False
+    def slow_is_being_served() -> bool:
+        # Probe only once the slow request holds the one slot: a probe sent earlier could
+        # take the slot itself and make the slow request the one that gets the 429.
+        inflight = server.call("GET", "/api/inflight").json()["requests"]
+        return any(r["model"] == "limited" and r["elapsed_ms"] >= 200 for r in inflight)
 
-    assert wait_until_sync(second_is_rejected, 1.5), "no 429 while the slow request ran"
+    assert wait_until_sync(slow_is_being_served, 5), "the slow request never got in"
+    reply = server.call("POST", CHAT, chat_body("limited"), {"Accept": "text/plain"})
+    assert reply.status == 429, reply.text
+    rejected = [reply]
     assert not slow.done()
     reply = rejected[0]
     assert reply.headers["Retry-After"] == "1"

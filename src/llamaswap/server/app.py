@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import orjson
 from aiohttp import web
@@ -26,12 +26,10 @@ from llamaswap.server.auth import (
     unauthorized_response,
 )
 from llamaswap.server.extract import (
-    BodyKind,
     find_model_in_path,
-    rewrite_multipart_model,
     shape_request,
 )
-from llamaswap.server.filters import apply_json_filters
+from llamaswap.server.filters import shape_body
 from llamaswap.server.forward import forward, new_client_session
 from llamaswap.server.loading import LoadingStream, wants_loading_stream
 from llamaswap.server.peers import resolve_peer, serve_peer
@@ -138,10 +136,13 @@ async def _serve_model(
     path: str,
     body: bytes | None,
     loading: LoadingStream | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Hold a lease on `model_id` for the whole exchange with its upstream."""
+    """Hold a lease on `model_id` for the whole exchange with its upstream.
+
+    `headers` replace the client's (e.g. the Content-Type of a rebuilt multipart form)."""
     with state.inflight.track(request, model_id, state.router.events):
-        return await _serve_leased(request, state, model_id, path, body, loading)
+        return await _serve_leased(request, state, model_id, path, body, loading, headers)
 
 
 async def _serve_leased(
@@ -151,6 +152,7 @@ async def _serve_leased(
     path: str,
     body: bytes | None,
     loading: LoadingStream | None,
+    headers: Mapping[str, str] | None,
 ) -> web.StreamResponse:
     lease: Lease | None
     if loading is None:
@@ -173,6 +175,7 @@ async def _serve_leased(
             body=body,
             connect_timeout=float(timeouts.connect),
             into=loading.response if loading is not None else None,
+            extra_headers=headers,
         )
     finally:
         lease.release()
@@ -230,25 +233,22 @@ async def model_route(request: web.Request) -> web.StreamResponse:
     model_id = _resolve(state, shape.model)
     requested = shape.model or model_id
     model = state.config.models[model_id]
-    if shape.kind is BodyKind.JSON:
-        filters = model.filters
-        body = apply_json_filters(
-            body,
-            use_model_name=model.use_model_name,
-            strip_params=filters.strip_params,
-            set_params=filters.set_params,
-            set_params_by_id=filters.set_params_by_id.get(requested),
-        )
-    elif shape.kind is BodyKind.MULTIPART and model.use_model_name:
-        body, content_type = rewrite_multipart_model(
-            body, request.headers.get("Content-Type", ""), model.use_model_name
-        )
-        request = request.clone(headers={**request.headers, "Content-Type": content_type})
+    body, changed_headers = shape_body(
+        shape.kind,
+        body,
+        request.headers.get("Content-Type", ""),
+        use_model_name=model.use_model_name,
+        strip_params=model.filters.strip_params,
+        set_params=model.filters.set_params,
+        set_params_by_id=model.filters.set_params_by_id.get(requested),
+    )
     loading = None
     ready = state.router.state(model_id) is ProcessState.READY
     if wants_loading_stream(request.path, shape.stream, model.send_loading_state, ready):
         loading = LoadingStream(request, model_id)
-    return await _serve_model(request, state, model_id, upstream_path(request.path), body, loading)
+    return await _serve_model(
+        request, state, model_id, upstream_path(request.path), body, loading, changed_headers
+    )
 
 
 async def upstream_route(request: web.Request) -> web.StreamResponse:

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from llamaswap.errors import BadRequest, RequestRejected
+from llamaswap.server.extract import BodyKind, rewrite_multipart_model
 
 __all__ = ["apply_json_filters", "normalise_strip_params", "rewrite_model", "split_path"]
 
@@ -304,3 +305,34 @@ def apply_json_filters(
     for key, value in sets:
         out = _set(out, doc, split_path(key), value, _dumps(key, value))
     return body if out == body else out
+
+
+def shape_body(
+    kind: BodyKind,
+    body: bytes,
+    content_type: str,
+    *,
+    use_model_name: str,
+    strip_params: Sequence[str],
+    set_params: Mapping[str, Any],
+    set_params_by_id: Mapping[str, Any] | None,
+) -> tuple[bytes, dict[str, str]]:
+    """Apply a model's (or peer's) request shaping to a body of any kind.
+
+    JSON bodies get every filter; multipart forms only the `model` rewrite (rebuilt only when
+    needed). Returns the body and the headers that must change with it (a new multipart
+    Content-Type), to be sent upstream in place of the client's.
+    """
+    if kind is BodyKind.JSON:
+        shaped = apply_json_filters(
+            body,
+            use_model_name=use_model_name,
+            strip_params=strip_params,
+            set_params=set_params,
+            set_params_by_id=set_params_by_id,
+        )
+        return shaped, {}
+    if kind is BodyKind.MULTIPART and use_model_name:
+        shaped, new_type = rewrite_multipart_model(body, content_type, use_model_name)
+        return shaped, ({"Content-Type": new_type} if new_type != content_type else {})
+    return body, {}

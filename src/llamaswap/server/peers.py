@@ -12,8 +12,8 @@ from aiohttp import web
 
 from llamaswap.config.model import Config
 from llamaswap.config.names import peer_names
-from llamaswap.server.extract import BodyKind, rewrite_multipart_model
-from llamaswap.server.filters import apply_json_filters
+from llamaswap.server.extract import BodyKind
+from llamaswap.server.filters import shape_body
 from llamaswap.server.forward import forward
 from llamaswap.server.state import AppState
 
@@ -40,19 +40,15 @@ async def serve_peer(
     body: bytes,
 ) -> web.StreamResponse:
     peer = state.config.peers[peer_id]
-    if kind is BodyKind.JSON:
-        body = apply_json_filters(
-            body,
-            use_model_name=model,
-            strip_params=peer.filters.strip_params,
-            set_params=peer.filters.set_params,
-            set_params_by_id=None,
-        )
-    elif kind is BodyKind.MULTIPART:
-        body, content_type = rewrite_multipart_model(
-            body, request.headers.get("Content-Type", ""), model
-        )
-        request = request.clone(headers={**request.headers, "Content-Type": content_type})
+    body, changed_headers = shape_body(
+        kind,
+        body,
+        request.headers.get("Content-Type", ""),
+        use_model_name=model,
+        strip_params=peer.filters.strip_params,
+        set_params=peer.filters.set_params,
+        set_params_by_id=None,
+    )
     assert state.session is not None
     return await forward(
         request,
@@ -61,6 +57,6 @@ async def serve_peer(
         path=path,
         body=body,
         connect_timeout=float(peer.timeouts.connect),
-        extra_headers=peer_auth_headers(peer.api_key),
+        extra_headers={**changed_headers, **peer_auth_headers(peer.api_key)},
         error_prefix="peer proxy error",
     )
