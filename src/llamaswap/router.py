@@ -84,7 +84,6 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
-        self._events = events
         self.events = events  # the server's bus; it outlives this router across reloads
         self.upstream_log = upstream_log
         self._clock = clock
@@ -115,7 +114,6 @@ class Router:
         self._wake = asyncio.Event()
         self._ttl_task: asyncio.Task[None] | None = None
         self._closed = False
-        self.swap_count = 0
         self._last_queue_depth = 0
 
     async def __aenter__(self) -> Router:
@@ -143,7 +141,7 @@ class Router:
         try:
             self._apply(self._scheduler.on_request(request_id, model, self._clock()))
             lease = await future
-            metrics.lease_granted(self._events, model, self._clock() - asked)
+            metrics.lease_granted(self.events, model, self._clock() - asked)
             return lease
         except asyncio.CancelledError:
             self._apply(self._scheduler.on_cancel(request_id, self._clock()))
@@ -246,7 +244,6 @@ class Router:
 
     async def _run_swap(self, swap: StartSwap) -> None:
         started = self._clock()
-        self.swap_count += 1
         error: str | None = None
         try:
             await asyncio.gather(
@@ -265,8 +262,8 @@ class Router:
             "failed: " + error if error else "done",
             self._clock() - started,
         )
-        metrics.swap_done(self._events, swap.target, swap.evict, error, self._clock() - started)
-        self._events.publish(
+        metrics.swap_done(self.events, swap.target, swap.evict, error, self._clock() - started)
+        self.events.publish(
             "swap",
             {
                 "target": swap.target,
@@ -283,7 +280,7 @@ class Router:
             timeout = float(self.config.models[model].unload_timeout)
             await self.processes[model].stop(timeout)
             log.info("stopped %s (%s)", model, stop.reason.value)
-            metrics.stopped(self._events, model, stop.reason.value)
+            metrics.stopped(self.events, model, stop.reason.value)
             if not self._closed:
                 self._apply(self._scheduler.on_stopped(model, self._clock()))
 
@@ -310,7 +307,7 @@ class Router:
     # ---- process callbacks -----------------------------------------------------------------
 
     def _on_state_change(self, model: str, old: ProcessState, new: ProcessState) -> None:
-        self._events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
+        self.events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
 
     def _on_unexpected_exit(self, model: str, code: int | None) -> None:
         log.warning("upstream %s exited unexpectedly (code %s)", model, code)

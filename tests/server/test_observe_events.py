@@ -97,7 +97,7 @@ async def test_slow_client_does_not_block_publishers() -> None:
     ):
         assert resp.status == 200
         # The client reads nothing while far more events than its buffer are published.
-        bus = state.router._events
+        bus = state.router.events
         for i in range(5000):
             bus.publish("swap", {"target": "a", "n": i})
         assert bus.dropped > 0
