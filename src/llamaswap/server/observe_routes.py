@@ -137,7 +137,7 @@ def _bus(state: AppState) -> EventBus:
     return state.router.events
 
 
-def upstream_log(state: AppState) -> LogBuffer | None:
+def upstream_log(state: AppState) -> LogBuffer:
     """The server-wide `upstream` buffer: the parent of every model's buffer."""
     return state.router.upstream_log
 
@@ -148,12 +148,12 @@ def _logger_buffer(app: web.Application, name: str) -> LogBuffer | None:
     if name == "":
         mode = state.config.log_to_stdout
         if mode == "upstream":
-            return upstream_log(state) or LogBuffer()
+            return upstream_log(state)
         return app[PROXY_LOG] if mode in ("proxy", "both") else LogBuffer()
     if name == "proxy":
         return app[PROXY_LOG]
     if name == "upstream":
-        return upstream_log(state) or LogBuffer()
+        return upstream_log(state)
     model_id = state.config.resolve_model(name)
     if model_id is None:
         return None
@@ -265,7 +265,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     app = request.app
     state = app[STATE]
     proxy = app[PROXY_LOG]
-    upstream = upstream_log(state) or LogBuffer()
+    upstream = upstream_log(state)
     out: Feed[bytes] = Feed(EVENTS_QUEUE)
     # Subscribe, then snapshot, with no await between: nothing is missed or doubled.
     bus_sub = _bus(state).subscribe(
