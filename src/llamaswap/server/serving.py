@@ -1,0 +1,104 @@
+"""Serving one request on a local model: take a lease, forward, release.
+
+The lease is held for the whole exchange with the upstream (until the last byte is sent or
+the client leaves), so the model cannot be stopped under the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+
+import orjson
+from aiohttp import web
+
+from llamaswap.errors import ModelNotFound, RequestError
+from llamaswap.router import Lease
+from llamaswap.server.forward import forward
+from llamaswap.server.loading import LoadingStream
+from llamaswap.server.responses import error_body
+from llamaswap.server.state import AppState
+
+
+async def serve_model(
+    request: web.Request,
+    state: AppState,
+    model_id: str,
+    path: str,
+    body: bytes | None,
+    loading: LoadingStream | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Hold a lease on `model_id` for the whole exchange with its upstream.
+
+    `headers` replace the client's (e.g. the Content-Type of a rebuilt multipart form)."""
+    with state.inflight.track(request, model_id, state.router.events):
+        return await _serve_leased(request, state, model_id, path, body, loading, headers)
+
+
+async def _serve_leased(
+    request: web.Request,
+    state: AppState,
+    model_id: str,
+    path: str,
+    body: bytes | None,
+    loading: LoadingStream | None,
+    headers: Mapping[str, str] | None,
+) -> web.StreamResponse:
+    lease: Lease | None
+    if loading is None:
+        lease = await state.router.acquire(model_id)
+    else:
+        lease = await _acquire_with_progress(state, model_id, loading)
+    if lease is None:
+        assert loading is not None
+        return loading.response
+    try:
+        if state.before_forward is not None:
+            await state.before_forward(model_id)
+        assert state.session is not None
+        timeouts = state.config.models[model_id].timeouts
+        return await forward(
+            request,
+            state.session,
+            base_url=lease.upstream,
+            path=path,
+            body=body,
+            connect_timeout=float(timeouts.connect),
+            into=loading.response if loading is not None else None,
+            extra_headers=headers,
+        )
+    finally:
+        lease.release()
+
+
+async def _acquire_with_progress(
+    state: AppState, model_id: str, loading: LoadingStream
+) -> Lease | None:
+    """Acquire while streaming progress. Admission (429) is decided before the stream starts;
+    a later failure is written into the stream (then None is returned)."""
+    acquiring = asyncio.create_task(state.router.acquire(model_id, loading.queue_position))
+    await asyncio.sleep(0)  # let the scheduler admit or reject synchronously first
+    if acquiring.done():
+        return acquiring.result()  # granted at once, or raises 429/404 as a normal error
+    try:
+        async with loading:
+            try:
+                lease = await acquiring
+            except RequestError as exc:
+                await loading.fail(orjson.dumps(error_body(exc.status, exc.message, code=exc.code)))
+                return None
+            await loading.finish()
+            return lease
+    except BaseException:
+        acquiring.cancel()
+        raise
+
+
+def resolve_local(state: AppState, requested: str | None) -> str:
+    if not requested:
+        raise ModelNotFound("no model id could be identified")
+    model_id = state.config.resolve_model(requested)
+    if model_id is None:
+        raise ModelNotFound("no local server found for requested model")
+    return model_id
