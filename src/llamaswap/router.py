@@ -186,6 +186,13 @@ class Router:
     def state(self, model: str) -> ProcessState:
         return self.processes[model].state
 
+    def upstream_if_ready(self, model: str) -> str | None:
+        """The model's upstream URL when it is ready now, without a lease (for traffic that
+        must neither start a model nor hold one back from a swap, e.g. ignored websockets)."""
+        if self.processes[model].state is ProcessState.READY:
+            return self.config.models[model].proxy
+        return None
+
     def queue_depth(self) -> int:
         return self._scheduler.queue_depth()
 
