@@ -14,6 +14,11 @@ run real child processes without a model. Extras over the Go helper:
   chunks are `chat.completion.chunk` objects; `?chunks=N` and `?chunk_delay=<ms>` shape them.
 * `?wait=<duration>` (Go syntax such as `250ms`, or bare milliseconds) delays any route.
 * `/v1/embeddings` returns small deterministic vectors; unknown routes echo `<METHOD> <path>`.
+* `/v1/audio/speech` with `"response_format": "wav"` answers a short WAV tone (`audio/wav`);
+  without it, the Go helper's `{"message": "ok"}`.
+* `/v1/rerank` (and `/rerank`, `/v1/reranking`, `/reranking`) scores each document by the
+  share of the query's words it contains, llama.cpp style (`results: [{index,
+  relevance_score}]`, best first).
 """
 
 from __future__ import annotations
@@ -21,12 +26,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import hashlib
+import io
 import json
+import math
 import os
 import re
 import signal
 import sys
 import time
+import wave
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -111,6 +119,21 @@ def parse_args(argv: Sequence[str]) -> Options:
         fork_child=ns.fork_child,
         sse_event=ns.sse_event,
     )
+
+
+def _tone_wav(seconds: float = 0.25, hz: float = 440.0, rate: int = 8000) -> bytes:
+    """A short mono 16-bit sine tone as a WAV file."""
+    frames = bytearray()
+    for i in range(int(seconds * rate)):
+        sample = int(8000 * math.sin(2 * math.pi * hz * i / rate))
+        frames += sample.to_bytes(2, "little", signed=True)
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(bytes(frames))
+    return out.getvalue()
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -261,7 +284,22 @@ class _Responder:
             return self.json(
                 {"error": f"Invalid model: {got}, expected: {self.opts.model}"}, status=400
             )
+        if body.get("response_format") == "wav":
+            return web.Response(body=_tone_wav(), content_type="audio/wav")
         return self.json({"message": "ok"})
+
+    async def rerank(self, request: web.Request) -> web.StreamResponse:
+        _, body = await self._read_json(request)
+        words = set(str(body.get("query", "")).lower().split())
+        documents = body.get("documents") or []
+        results = []
+        for index, doc in enumerate(documents if isinstance(documents, list) else []):
+            doc_words = set(str(doc).lower().split())
+            score = len(words & doc_words) / len(words) if words else 0.0
+            results.append({"index": index, "relevance_score": round(score, 6)})
+        results.sort(key=lambda r: (-r["relevance_score"], r["index"]))
+        tokens = len(words) + sum(len(str(d).split()) for d in documents)
+        return self.json({"object": "list", "results": results, "usage": {"prompt_tokens": tokens}})
 
     async def transcriptions(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -342,6 +380,8 @@ def build_app(opts: Options) -> web.Application:
     app.router.add_post("/v1/audio/speech", r.speech)
     app.router.add_post("/v1/audio/transcriptions", r.transcriptions)
     app.router.add_get("/v1/audio/voices", r.voices)
+    for path in ("/v1/rerank", "/rerank", "/v1/reranking", "/reranking"):
+        app.router.add_post(path, r.rerank)
     app.router.add_get("/slow-respond", r.slow_respond)
     app.router.add_get("/test", r.test)
     app.router.add_get("/env", r.env)
