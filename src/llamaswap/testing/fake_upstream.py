@@ -14,6 +14,9 @@ run real child processes without a model. Extras over the Go helper:
   chunks are `chat.completion.chunk` objects; `?chunks=N` and `?chunk_delay=<ms>` shape them.
 * `?wait=<duration>` (Go syntax such as `250ms`, or bare milliseconds) delays any route.
 * `/v1/embeddings` returns small deterministic vectors; unknown routes echo `<METHOD> <path>`.
+* `/ws` (a websocket upgrade; a plain GET is echoed like any unknown route) first sends
+  `{"model", "pid", "protocol", "query"}` as text, then echoes text and binary messages;
+  the text `close <code>` makes it close the socket with that code.
 * `/v1/audio/speech` with `"response_format": "wav"` answers a short WAV tone (`audio/wav`);
   without it, the Go helper's `{"message": "ok"}`.
 * `/v1/rerank` (and `/rerank`, `/v1/reranking`, `/reranking`) scores each document by the
@@ -39,7 +42,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from llamaswap.testing import fake_anthropic
 
@@ -360,6 +363,27 @@ class _Responder:
     async def sdapi_loras(self, request: web.Request) -> web.StreamResponse:
         return self.json({"loras": []})
 
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse(protocols=("chat", "superchat"), max_msg_size=0)
+        if not ws.can_prepare(request).ok:
+            return await self.echo(request)
+        await ws.prepare(request)
+        hello = {
+            "model": self.opts.model,
+            "pid": self.pid,
+            "protocol": ws.ws_protocol,
+            "query": request.query_string,
+        }
+        await ws.send_str(json.dumps(hello))
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT and msg.data.startswith("close "):
+                await ws.close(code=int(msg.data.split()[1]), message=b"bye")
+            elif msg.type is WSMsgType.TEXT:
+                await ws.send_str(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        return ws
+
     async def echo(self, request: web.Request) -> web.StreamResponse:
         await request.read()
         return web.Response(text=f"{request.method} {request.path}")
@@ -386,6 +410,7 @@ def build_app(opts: Options) -> web.Application:
     app.router.add_get("/test", r.test)
     app.router.add_get("/env", r.env)
     app.router.add_get("/health", r.health)
+    app.router.add_get("/ws", r.websocket)
     app.router.add_post("/sdapi/v1/txt2img", r.sdapi_image)
     app.router.add_post("/sdapi/v1/img2img", r.sdapi_image)
     app.router.add_get("/sdapi/v1/loras", r.sdapi_loras)
