@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from helpers import free_port, free_port_block
@@ -54,3 +56,13 @@ async def running_llamaswap(config_yaml: str) -> AsyncIterator[tuple[str, AppSta
             yield f"http://127.0.0.1:{port}", state
         finally:
             await runner.cleanup()
+
+
+async def chat(session: aiohttp.ClientSession, base: str, model: str) -> dict[str, Any]:
+    """One non-streaming chat completion that must succeed; its JSON answer."""
+    async with session.post(
+        f"{base}/v1/chat/completions", json={"model": model, "messages": []}
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        body: dict[str, Any] = await resp.json()
+        return body

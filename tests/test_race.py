@@ -12,17 +12,8 @@ import asyncio
 import aiohttp
 
 from helpers import wait_until
-from inprocess import fake_models_yaml, running_llamaswap
+from inprocess import chat, fake_models_yaml, running_llamaswap
 from llamaswap.supervisor import ProcessState
-
-
-async def chat(session: aiohttp.ClientSession, base: str, model: str) -> dict[str, object]:
-    async with session.post(
-        f"{base}/v1/chat/completions", json={"model": model, "messages": []}
-    ) as resp:
-        assert resp.status == 200, await resp.text()
-        body: dict[str, object] = await resp.json()
-        return body
 
 
 async def test_parked_request_survives_a_swap() -> None:

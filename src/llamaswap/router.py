@@ -9,10 +9,12 @@ that decides the request may go ahead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llamaswap.config.model import Config, ModelConfig
@@ -31,11 +33,15 @@ from llamaswap.swap.effects import (
     StopReason,
 )
 from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
-from llamaswap.swap.scheduler import ModelRules, Scheduler
+from llamaswap.swap.scheduler import ModelRules, Phase, Scheduler
 
 log = logging.getLogger("llamaswap.router")
 
 QueueListener = Callable[[int], None]
+
+# After a reload, in-flight requests on a model whose process must go (its config changed,
+# or it was removed) get this long to finish before the old process is stopped.
+RETIRE_DRAIN_S = 30.0
 
 
 @dataclass
@@ -65,6 +71,12 @@ def process_spec(model: ModelConfig, health_check_timeout: float) -> ProcessSpec
     )
 
 
+def same_launch(a: ProcessSpec, b: ProcessSpec) -> bool:
+    """Would a process started from `a` be the one `b` describes? (The health check timeout
+    only matters while starting, so a change to it keeps a running process.)"""
+    return replace(a, health_check_timeout=b.health_check_timeout) == b
+
+
 def eviction_policy(config: Config) -> EvictionPolicy:
     matrix = config.compiled_matrix()
     if matrix is not None:
@@ -82,7 +94,11 @@ class Router:
         events: EventBus,
         upstream_log: LogBuffer,
         clock: Callable[[], float] = time.monotonic,
+        adopted: Mapping[str, UpstreamProcess] | None = None,
+        log_buffers: Mapping[str, LogBuffer] | None = None,
     ) -> None:
+        """`adopted`: running processes taken over from the previous config's router;
+        `log_buffers`: its per-model logs, kept so that log followers see one stream."""
         self.config = config
         self.events = events  # the server's bus; it outlives this router across reloads
         self.upstream_log = upstream_log
@@ -99,14 +115,24 @@ class Router:
         self.logs: dict[str, LogBuffer] = {}
         self.processes: dict[str, UpstreamProcess] = {}
         for model in config.models.values():
-            logs = LogBuffer(parents=(upstream_log,))
-            self.logs[model.id] = logs
-            self.processes[model.id] = UpstreamProcess(
-                process_spec(model, config.health_check_timeout),
-                logs=logs,
-                on_state_change=self._on_state_change,
-                on_unexpected_exit=self._on_unexpected_exit,
-            )
+            spec = process_spec(model, config.health_check_timeout)
+            process = (adopted or {}).get(model.id)
+            if process is None:
+                logs = (log_buffers or {}).get(model.id) or LogBuffer(parents=(upstream_log,))
+                process = UpstreamProcess(
+                    spec,
+                    logs=logs,
+                    on_state_change=self._on_state_change,
+                    on_unexpected_exit=self._on_unexpected_exit,
+                )
+            else:
+                process.rebind(
+                    spec,
+                    on_state_change=self._on_state_change,
+                    on_unexpected_exit=self._on_unexpected_exit,
+                )
+            self.logs[model.id] = process.logs
+            self.processes[model.id] = process
         self._waiters: dict[int, asyncio.Future[Lease]] = {}
         self._queue_listeners: dict[int, QueueListener] = {}
         self._next_id = 0
@@ -115,6 +141,13 @@ class Router:
         self._ttl_task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_queue_depth = 0
+        self._lifecycle: set[asyncio.Task[None]] = set()  # swaps and stops in progress
+        # Reload: the router taking over (set once `hand_over` begins), the leases of adopted
+        # models (released into the successor's scheduler), and what this router still stops.
+        self._successor: asyncio.Future[Router] | None = None
+        self._handed_leases: dict[int, Callable[[], None]] = {}
+        self._retiring: list[str] = []
+        self._lease_released = asyncio.Event()
 
     async def __aenter__(self) -> Router:
         self._ttl_task = asyncio.create_task(self._ttl_loop(), name="llamaswap-ttl")
@@ -129,10 +162,19 @@ class Router:
         """Wait until `model` is ready and this request holds a lease on it.
 
         Raises RequestError (404/429/500/503). If the caller is cancelled (client left), its
-        place is freed, including a lease granted in the same instant.
+        place is freed, including a lease granted in the same instant. A request waiting
+        here when a reload hands over is passed on to the new config's router.
         """
-        self._next_id += 1
-        request_id = self._next_id
+        try:
+            return await self._acquire_here(model, on_queue)
+        except RequestError as exc:
+            if self._successor is None or exc.status != 503:
+                raise
+        successor = await asyncio.shield(self._successor)
+        return await successor.acquire(model, on_queue)
+
+    async def _acquire_here(self, model: str, on_queue: QueueListener | None) -> Lease:
+        request_id = self._new_request_id()
         asked = self._clock()
         future: asyncio.Future[Lease] = asyncio.get_running_loop().create_future()
         self._waiters[request_id] = future
@@ -150,9 +192,18 @@ class Router:
             self._waiters.pop(request_id, None)
             self._queue_listeners.pop(request_id, None)
 
+    def _new_request_id(self) -> int:
+        self._next_id += 1
+        return self._next_id
+
     def _release(self, request_id: int) -> None:
+        handed = self._handed_leases.pop(request_id, None)
+        if handed is not None:
+            handed()  # the model was adopted by the next config's router
+            return
         if not self._closed:
             self._apply(self._scheduler.on_served(request_id, self._clock()))
+            self._lease_released.set()
 
     # ---- operator actions ------------------------------------------------------------------
 
@@ -208,9 +259,9 @@ class Router:
             elif isinstance(effect, Reject):
                 self._reject(effect)
             elif isinstance(effect, StartSwap):
-                self.spawn_background(self._run_swap(effect), f"swap-{effect.target}")
+                self._spawn_lifecycle(self._run_swap(effect), f"swap-{effect.target}")
             elif isinstance(effect, StopModels):
-                self.spawn_background(self._stop_models(effect), "stop")
+                self._spawn_lifecycle(self._stop_models(effect), "stop")
             elif isinstance(effect, QueuePosition):
                 listener = self._queue_listeners.get(effect.request_id)
                 if listener is not None:
@@ -244,10 +295,16 @@ class Router:
             error = RequestError(reject.message, status=reject.status, code=reject.code)
         future.set_exception(error)
 
-    def spawn_background(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+    def spawn_background(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"llamaswap-{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _spawn_lifecycle(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        task = self.spawn_background(coro, name)
+        self._lifecycle.add(task)
+        task.add_done_callback(self._lifecycle.discard)
 
     async def _run_swap(self, swap: StartSwap) -> None:
         started = self._clock()
@@ -310,6 +367,105 @@ class Router:
                     if isinstance(effect, StopModels) and effect.reason is StopReason.TTL:
                         log.info("ttl expired for %s", ", ".join(sorted(effect.models)))
                 self._apply(effects)
+
+    # ---- reload ----------------------------------------------------------------------------
+
+    async def hand_over(self, config: Config) -> Router:
+        """Build and start the router for a reloaded `config`, handing it this router's work.
+
+        1. Stop taking requests: waiting and newly arriving requests are passed to the new
+           router as soon as it exists (nobody sees an error).
+        2. Let swaps and stops in progress finish, so each process is ready or stopped.
+        3. A ready model whose process settings did not change is adopted with the leases of
+           its in-flight requests: it keeps running and those requests keep streaming.
+        4. Every other running process is retired in the background: once its in-flight
+           requests finish (at most RETIRE_DRAIN_S) it is stopped; until then the new router
+           treats it as stopping, so a changed model is started afresh only afterwards.
+        """
+        successor_future: asyncio.Future[Router] = asyncio.get_running_loop().create_future()
+        self._successor = successor_future
+        self._apply(self._scheduler.on_shutdown())
+        if self._ttl_task is not None:
+            self._ttl_task.cancel()
+        try:
+            await asyncio.gather(*self._lifecycle, return_exceptions=True)
+            successor = self._build_successor(config)
+            await successor.__aenter__()
+        except BaseException:
+            successor_future.set_exception(RequestError("config reload failed", status=503))
+            raise
+        successor_future.set_result(successor)
+        successor.spawn_background(self._retire(successor), "retire")
+        return successor
+
+    def _build_successor(self, config: Config) -> Router:
+        adopted: dict[str, UpstreamProcess] = {}
+        for model_id, process in self.processes.items():
+            model = config.models.get(model_id)
+            if process.state is ProcessState.STOPPED:
+                continue
+            if (
+                model is not None
+                and process.state is ProcessState.READY
+                and self._scheduler.phase(model_id) is Phase.READY
+                and same_launch(process.spec, process_spec(model, config.health_check_timeout))
+            ):
+                adopted[model_id] = process
+            else:
+                self._retiring.append(model_id)
+        successor = Router(
+            config,
+            events=self.events,
+            upstream_log=self.upstream_log,
+            clock=self._clock,
+            adopted=adopted,
+            log_buffers=self.logs,
+        )
+        now = self._clock()
+        for model_id in adopted:
+            old_ids = self._scheduler.leases_on(model_id)
+            new_ids = [successor._new_request_id() for _ in old_ids]
+            successor._scheduler.adopt_ready(model_id, new_ids, now)
+            for old_id, new_id in zip(old_ids, new_ids, strict=True):
+                self._handed_leases[old_id] = functools.partial(successor._release, new_id)
+            del self.processes[model_id]
+        for model_id in self._retiring:
+            if model_id in successor.processes:
+                successor._scheduler.adopt_stopping(model_id)
+        log.info(
+            "reload: kept %s running; restarting or stopping %s",
+            ", ".join(sorted(adopted)) or "nothing",
+            ", ".join(sorted(self._retiring)) or "nothing",
+        )
+        return successor
+
+    async def _retire(self, successor: Router) -> None:
+        """Stop the processes the successor did not adopt, each once its requests are done."""
+
+        async def retire(model_id: str) -> None:
+            deadline = self._clock() + RETIRE_DRAIN_S
+            while self._scheduler.lease_count(model_id) and self._clock() < deadline:
+                self._lease_released.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(deadline - self._clock()):
+                        await self._lease_released.wait()
+            cut = self._scheduler.lease_count(model_id)
+            if cut:
+                log.warning("reload: cutting %d requests still running on %s", cut, model_id)
+            await self.processes[model_id].shutdown(
+                float(self.config.models[model_id].unload_timeout)
+            )
+            log.info("reload: stopped the previous process of %s", model_id)
+            successor._on_retired(model_id)
+
+        try:
+            await asyncio.gather(*(retire(m) for m in self._retiring))
+        finally:
+            await self.shutdown()
+
+    def _on_retired(self, model: str) -> None:
+        if not self._closed and model in self.processes:
+            self._apply(self._scheduler.on_stopped(model, self._clock()))
 
     # ---- process callbacks -----------------------------------------------------------------
 

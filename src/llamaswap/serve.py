@@ -87,6 +87,12 @@ class Server:
         self._runner: web.AppRunner | None = None
         self._mirror: asyncio.Task[None] | None = None
 
+    @property
+    def state(self) -> AppState:
+        """The running config's shared state (after `start`)."""
+        assert self._state is not None
+        return self._state
+
     def load(self) -> Config:
         return load_config(self.options.config_path, self.options.config_dir)
 
@@ -149,9 +155,10 @@ class Server:
     async def reload(self) -> None:
         """Load the config again; a bad one is reported and the running one kept.
 
-        The listening socket stays open. The old router stops its models first (requests
-        still on them are cut, as in llama-swap; ones arriving meanwhile get a 503), so the
-        new router never races an old process for the same port.
+        The listening socket stays open and no request is refused: the old router hands over
+        to the new one (`Router.hand_over`). Models whose process settings did not change
+        keep running with their in-flight requests; a changed or removed model's process is
+        stopped once its requests are done, and a changed one starts afresh on demand.
         """
         try:
             config = self.load()
@@ -160,13 +167,14 @@ class Server:
             return
         assert self._state is not None
         configure_logging(config)
-        await self._state.router.shutdown()
-        router = await self._new_router(config)
+        router = await self._state.router.hand_over(config)
         self._state.config = config
         self._state.router = router
         self._state.keys = ApiKeyChecker(config.api_keys)
         profiles.reset(self._state)  # spec §2.9: no profile is active after a reload
         log.info("config reloaded: %d models", len(config.models))
+        # Clients of /api/events get a fresh modelStatus (new models, names, states).
+        self.events.publish("modelState", {"id": None, "reason": "reload"})
         self._preload(config, router)
 
     async def stop(self) -> None:

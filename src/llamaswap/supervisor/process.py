@@ -164,6 +164,19 @@ class UpstreamProcess:
         """Pid of the running child, if any."""
         return self._child.pid if self._child is not None else None
 
+    def rebind(
+        self,
+        spec: ProcessSpec,
+        *,
+        on_state_change: Callable[[str, ProcessState, ProcessState], None] | None,
+        on_unexpected_exit: Callable[[str, int | None], None] | None,
+    ) -> None:
+        """Hand the running process to a new owner (a config reload that did not change how
+        it is started). `spec` may differ only in settings read at the next start."""
+        self.spec = spec
+        self._on_state_change = on_state_change
+        self._on_unexpected_exit = on_unexpected_exit
+
     async def ensure_ready(self) -> None:
         """Return once the process is ready, starting it (or waiting for a stop) as needed."""
         if self._closed:

@@ -109,6 +109,10 @@ class Scheduler:
     def leased_models(self) -> frozenset[str]:
         return frozenset(m for m, n in self._lease_count.items() if n)
 
+    def leases_on(self, model: str) -> list[int]:
+        """Request ids holding a lease on `model`."""
+        return [rid for rid, m in self._leases.items() if m == model]
+
     def active_swaps(self) -> list[StartSwap]:
         return [StartSwap(s.swap_id, s.target, s.evict) for s in self._swaps.values()]
 
@@ -120,6 +124,26 @@ class Scheduler:
             if m in self._idle_since
         ]
         return min(deadlines, default=None)
+
+    # ---- taking over from a previous config (reload) ----------------------------------------
+
+    def adopt_ready(self, model: str, lease_ids: Collection[int], now: float) -> None:
+        """`model`'s process, started under the previous config, keeps running: it is READY
+        here, with the leases its in-flight requests still hold (`lease_ids`, fresh ids of
+        this scheduler; release each with `on_served`). Call before the first request."""
+        self._phase[model] = Phase.READY
+        self._idle_since[model] = now
+        for request_id in lease_ids:
+            self._leases[request_id] = model
+            self._lease_count[model] += 1
+            self._model_of[request_id] = model
+            self._reserved[model] += 1
+
+    def adopt_stopping(self, model: str) -> None:
+        """The previous config's process of `model` is still running and is being stopped (its
+        config changed): STOPPING until `on_stopped`, so requests wait and nothing collides
+        with it. Call before the first request."""
+        self._phase[model] = Phase.STOPPING
 
     # ---- events ----------------------------------------------------------------------------
 
