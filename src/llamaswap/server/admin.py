@@ -9,7 +9,7 @@ from aiohttp import web
 
 from llamaswap.config.model import CapabilitiesConfig
 from llamaswap.errors import ModelNotFound
-from llamaswap.server import profiles
+from llamaswap.server import profiles, selectors
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
@@ -108,6 +108,7 @@ async def list_models(request: web.Request) -> web.Response:
                 }
             )
     data.extend(profiles.listing_entries(state, now))
+    data.extend(selectors.listing_entries(state))
     data.sort(key=lambda e: e["id"])
     headers = {}
     if origin := request.headers.get("Origin"):

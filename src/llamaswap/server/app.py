@@ -16,15 +16,20 @@ from aiohttp import web
 
 from llamaswap import __version__
 from llamaswap.errors import RequestError
-from llamaswap.server import admin, observe_routes, profiles, ui_routes, upstream_routes
+from llamaswap.server import (
+    admin,
+    observe_routes,
+    profiles,
+    selectors,
+    ui_routes,
+    upstream_routes,
+)
 from llamaswap.server.auth import (
     preflight_response,
     route_needs_auth,
     unauthorized_response,
 )
-from llamaswap.server.extract import (
-    shape_request,
-)
+from llamaswap.server.extract import RequestShape, shape_request
 from llamaswap.server.filters import shape_body
 from llamaswap.server.forward import new_client_session
 from llamaswap.server.loading import LoadingStream, wants_loading_stream
@@ -138,6 +143,18 @@ async def model_route(request: web.Request) -> web.StreamResponse:
         assert target is not None
         request, body = profiles.rewrite_request(request, shape.kind, body, shape.model, target)
         shape = dataclasses.replace(shape, model=target)
+    if shape.model not in state.config.selectors:
+        return await _route_by_name(request, state, shape, body)
+    selector_id = shape.model
+    with request.app[selectors.RESERVATIONS].reserve(state, selector_id) as target:
+        request, body = profiles.rewrite_request(request, shape.kind, body, selector_id, target)
+        return await _route_by_name(request, state, dataclasses.replace(shape, model=target), body)
+
+
+async def _route_by_name(
+    request: web.Request, state: AppState, shape: RequestShape, body: bytes
+) -> web.StreamResponse:
+    """Serve a model route once the name is final: a peer's, or a local model's."""
     if shape.model and state.config.resolve_model(shape.model) is None:
         peer = resolve_peer(state.config, shape.model)
         if peer is not None:
@@ -179,6 +196,7 @@ def build_app(state: AppState) -> web.Application:
     """The route table, in one place."""
     app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1024**3)
     app[STATE] = state
+    app[selectors.RESERVATIONS] = selectors.Reservations()
     app.on_startup.append(_start_session)
     app.on_cleanup.append(_close)
     for path in (*BODY_ROUTES, *VERSIONLESS_ROUTES):
