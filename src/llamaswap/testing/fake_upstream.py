@@ -13,6 +13,10 @@ run real child processes without a model. Extras over the Go helper:
 * chat completions stream when `?stream=true` *or* the JSON body has `"stream": true`;
   chunks are `chat.completion.chunk` objects; `?chunks=N` and `?chunk_delay=<ms>` shape them.
 * `?wait=<duration>` (Go syntax such as `250ms`, or bare milliseconds) delays any route.
+* `?fail=<status>` makes any route answer that status with an OpenAI error body
+  (`{"error": {"message": "fake failure <status>"}}`).
+* `?compress=1` compresses a JSON or streamed answer as the request's `Accept-Encoding`
+  allows (aiohttp's choice) and reports the header it got in `X-Fake-Accept-Encoding`.
 * `/v1/embeddings` returns small deterministic vectors; unknown routes echo `<METHOD> <path>`.
 * `/ws` (a websocket upgrade; a plain GET is echoed like any unknown route) first sends
   `{"model", "pid", "protocol", "query"}` as text, then echoes text and binary messages;
@@ -167,6 +171,18 @@ class _Responder:
         return await handler(request)
 
     @web.middleware
+    async def shape_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        fail = request.query.get("fail")
+        if fail and fail.isdigit():
+            await request.read()
+            error = {"message": f"fake failure {fail}", "type": "server_error"}
+            return self.json({"error": error}, status=int(fail))
+        response = await handler(request)
+        if request.query.get("compress") and isinstance(response, web.Response):
+            _compress(request, response)
+        return response
+
+    @web.middleware
     async def log_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
         print(f"{request.method} {request.path_qs} {response.status}", flush=True)
@@ -193,6 +209,8 @@ class _Responder:
         resp = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
+        if request.query.get("compress"):
+            _compress(request, resp)
         await resp.prepare(request)
         prefix = b"event:message\n" if self.opts.sse_event else b""
         created = int(time.time())
@@ -389,10 +407,17 @@ class _Responder:
         return web.Response(text=f"{request.method} {request.path}")
 
 
+def _compress(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["X-Fake-Accept-Encoding"] = request.headers.get("Accept-Encoding", "")
+    response.enable_compression()
+
+
 def build_app(opts: Options) -> web.Application:
     """Build the aiohttp application for `opts` (the whole route table is here)."""
     r = _Responder(opts)
-    middlewares = [r.wait_middleware] if opts.silent else [r.log_middleware, r.wait_middleware]
+    middlewares = [r.wait_middleware, r.shape_middleware]
+    if not opts.silent:
+        middlewares.insert(0, r.log_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
     app.router.add_post("/v1/chat/completions", r.chat_completions)
     app.router.add_post("/v1/completions", r.completions)
