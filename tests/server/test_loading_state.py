@@ -9,6 +9,7 @@ import time
 import aiohttp
 
 from inprocess import fake_models_yaml, running_llamaswap
+from llamaswap.server.loading import REMARK_CHUNK, REMARKS
 
 
 def events_of(text: str) -> list[str]:
@@ -80,3 +81,24 @@ async def test_start_failure_ends_the_stream_with_the_error_envelope() -> None:
         error = json.loads(events[-1])
         assert error["error"]["code"] == "internal_error"
         assert "broken" in error["error"]["message"]
+
+
+async def test_long_load_types_out_a_remark_then_keeps_ticking() -> None:
+    config = (
+        fake_models_yaml(["slow"]).replace("--model slow", "--model slow --startup-delay 3")
+        + "sendLoadingState: true\n"
+    )
+    async with running_llamaswap(config) as (base, _), aiohttp.ClientSession() as session:
+        body = {"model": "slow", "stream": True, "messages": []}
+        async with session.post(f"{base}/v1/chat/completions", json=body) as resp:
+            events = events_of((await resp.read()).decode())
+    pieces = [reasoning_of([e]) for e in events if e != "[DONE]"]
+    reasoning = "".join(pieces)
+    shown = [r for r in REMARKS if f"\n{r} " in reasoning]
+    assert len(shown) == 1, reasoning  # one remark on the first tick; the next is ≥5 s later
+    assert shown[0].endswith("...")
+    # Typed out in small pieces, not sent whole; dots resume after it.
+    assert all(len(p) <= REMARK_CHUNK + 1 for p in pieces if p and p in shown[0] + " ")
+    assert not any(shown[0] in p for p in pieces)
+    after = reasoning.split(shown[0], 1)[1]
+    assert "." in after.split("Done!", 1)[0], reasoning
