@@ -1,12 +1,13 @@
-"""Prometheus collectors: requests, swaps, evictions, queue wait, leases, process states.
+"""Prometheus collectors: requests, swaps, evictions, queue wait, leases, process states, tokens.
 
 Each app owns one `Metrics` with its own `CollectorRegistry` (never the global one, so
 several servers in one process — tests — do not mix their numbers).
 
-The router reports facts through the module-level hooks (`swap_done`, `stopped`,
-`lease_granted`), keyed by the router's `EventBus`: the bus is created once per server and
-outlives config reloads, and both the router and the app can see it, so the router needs
-no reference to the app. A key with no bound `Metrics` makes the hooks no-ops.
+The router and the request recorder report facts through the module-level hooks
+(`swap_done`, `stopped`, `lease_granted`, `tokens_recorded`), keyed by the router's
+`EventBus`: the bus is created once per server and outlives config reloads, and both the
+router and the app can see it, so the router needs no reference to the app. A key with no
+bound `Metrics` makes the hooks no-ops.
 
 Gauges that describe the present (queue depth, leases, process states) are read from a
 `Snapshot` at scrape time instead of being kept up to date by hooks: they cannot drift.
@@ -35,6 +36,7 @@ __all__ = [
     "lease_granted",
     "stopped",
     "swap_done",
+    "tokens_recorded",
     "unbind",
 ]
 
@@ -156,6 +158,12 @@ class Metrics:
             ["model"],
             registry=reg,
         )
+        self.tokens = Counter(
+            "llamaswap_tokens",
+            "Tokens of recorded requests, by model and direction (in = prompt, out = generated).",
+            ["model", "direction"],
+            registry=reg,
+        )
         reg.register(_PresentCollector(snapshot))
 
     def render(self) -> bytes:
@@ -182,6 +190,11 @@ class Metrics:
         cell = _current.get()
         if cell is not None:
             cell.model = model
+
+    def record_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
+        # Negative counts mean "unknown" in activity rows; a counter only ever grows.
+        self.tokens.labels(model, "in").inc(max(0, input_tokens))
+        self.tokens.labels(model, "out").inc(max(0, output_tokens))
 
     def record_request(self, cell: RequestCell, route: str, status: int) -> None:
         now = time.monotonic()
@@ -224,6 +237,12 @@ def stopped(key: object, model: str, reason: str) -> None:
     """`model` was stopped outside a swap (reason `ttl` or `unload`)."""
     for sink in _sink(key):
         sink.record_stop(model, reason)
+
+
+def tokens_recorded(key: object, model: str, input_tokens: int, output_tokens: int) -> None:
+    """A request to `model` was recorded with these prompt and generated token counts."""
+    for sink in _sink(key):
+        sink.record_tokens(model, input_tokens, output_tokens)
 
 
 def lease_granted(key: object, model: str, waited: float) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Protocol
 
 import aiohttp
 import orjson
@@ -36,6 +37,19 @@ HOP_BY_HOP = frozenset(
         "host",
     }
 )
+
+
+class ResponseTap(Protocol):
+    """Sees a forwarded exchange without holding it up (the activity recorder is one)."""
+
+    def request_headers(self, headers: CIMultiDict[str]) -> None:
+        """May adjust the headers sent upstream (called once, before sending)."""
+
+    def response_started(self, status: int, headers: Mapping[str, str]) -> None:
+        """The upstream's (or our 502's) status and headers."""
+
+    def chunk(self, data: bytes) -> None:
+        """A body chunk, called after it was written to the client; must not block."""
 
 
 def new_client_session() -> aiohttp.ClientSession:
@@ -76,16 +90,20 @@ async def forward(
     into: web.StreamResponse | None = None,
     extra_headers: Mapping[str, str] | None = None,
     error_prefix: str = "upstream request failed",
+    tap: ResponseTap | None = None,
 ) -> web.StreamResponse:
     """Send the request to `base_url + path` and stream the answer back to the client.
 
     With `into` (an already prepared response, e.g. a loading-state stream) only the upstream
-    body is appended to it: its status and headers were sent already.
+    body is appended to it: its status and headers were sent already. A `tap` sees the
+    exchange; each chunk reaches it only after the client got it.
     """
     url = join_url(base_url, path, request.query_string)
     headers = upstream_headers(request.headers, request.remote)
     if extra_headers:
         headers.update(extra_headers)
+    if tap is not None:
+        tap.request_headers(headers)
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
     data = body if body is not None else request.content
     try:
@@ -101,10 +119,16 @@ async def forward(
         log.warning("upstream request to %s failed: %s", url, exc)
         message = f"{error_prefix}: {exc}"
         if into is not None:
-            await into.write(orjson.dumps(error_body(502, message)))
+            payload = orjson.dumps(error_body(502, message))
+            if tap is not None:
+                tap.response_started(502, {"Content-Type": "application/json"})
+                tap.chunk(payload)
+            await into.write(payload)
             await into.write_eof()
             return into
         return error_response(request.headers.get("Accept", ""), 502, message)
+    if tap is not None:
+        tap.response_started(upstream.status, upstream.headers)
     async with upstream:
         response = into
         if response is None:
@@ -120,6 +144,8 @@ async def forward(
         try:
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
+                if tap is not None:
+                    tap.chunk(chunk)
         except (aiohttp.ClientError, OSError) as exc:
             # Either side broke off. Headers are gone already, so the client (if still there)
             # sees a truncated body; closing the upstream connection cancels its work.

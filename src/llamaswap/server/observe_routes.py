@@ -1,4 +1,5 @@
-"""Observation routes: `/logs`, `/logs/stream[/<id>]`, `/api/events` (SSE) and `/metrics`.
+"""Observation routes: `/logs`, `/logs/stream[/<id>]`, `/api/events` (SSE) and `/metrics`
+(plus the activity routes of `activity_routes`).
 
 `add_routes(app)` also installs what feeds them: the `proxy` log buffer (a logging handler on
 the `llamaswap` logger, attached for the app's lifetime), the per-app Prometheus registry and
@@ -23,9 +24,10 @@ from llamaswap.errors import BadRequest
 from llamaswap.observe import metrics
 from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
+from llamaswap.server import activity_routes
 from llamaswap.server.state import STATE, AppState
 
-__all__ = ["LogBufferHandler", "add_routes", "format_time", "model_status"]
+__all__ = ["LogBufferHandler", "add_routes", "format_time", "model_status", "ui_config"]
 
 INVALID_LOGGER = "invalid logger. Use 'proxy', 'upstream' or a model's ID"
 STREAM_HEADERS = {
@@ -234,6 +236,11 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
     return out
 
 
+def ui_config(state: AppState) -> dict[str, Any]:
+    """The `uiConfig` payload: what the UI shows as a session id on in-flight rows."""
+    return {"activity": {"session_id": list(state.config.ui.activity.session_id)}}
+
+
 def sse_frame(kind: str, payload: Any) -> bytes:
     """`event:message` frame whose data is `{"type":kind,"data":"<payload as JSON text>"}`."""
     body = orjson.dumps({"type": kind, "data": orjson.dumps(payload).decode()})
@@ -269,7 +276,8 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     out: Feed[bytes] = Feed(EVENTS_QUEUE)
     # Subscribe, then snapshot, with no await between: nothing is missed or doubled.
     bus_sub = _bus(state).subscribe(
-        EVENTS_QUEUE, kinds=("modelState", "swap", "inflight", "queue", "profileChanged")
+        EVENTS_QUEUE,
+        kinds=("modelState", "swap", "inflight", "queue", "profileChanged", "activity"),
     )
     proxy_sub = proxy.subscribe()
     upstream_sub = upstream.subscribe()
@@ -280,6 +288,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             _log_frame("upstream", upstream.history()),
             sse_frame("inflight", {"operation": "snapshot", "requests": state.inflight.snapshot()}),
             sse_frame("profileChanged", {"active": state.active_profile}),
+            sse_frame("uiConfig", ui_config(state)),
         )
     )
 
@@ -383,6 +392,7 @@ async def _on_cleanup(app: web.Application) -> None:
     app[_HANDLER].clear()
     with contextlib.suppress(Exception):
         metrics.unbind(_bus(app[STATE]))
+    app[STATE].activity.close()
 
 
 def add_routes(app: web.Application) -> None:
@@ -401,3 +411,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/logs/stream/{logger:.+}", logs_stream)
     app.router.add_get("/api/events", api_events)
     app.router.add_get("/metrics", prometheus)
+    activity_routes.add_routes(app)

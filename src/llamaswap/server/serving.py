@@ -16,6 +16,7 @@ from llamaswap.errors import ModelNotFound, RequestError
 from llamaswap.router import Lease
 from llamaswap.server.forward import forward
 from llamaswap.server.loading import LoadingStream
+from llamaswap.server.recording import Recorder, record_exchange, request_metadata
 from llamaswap.server.responses import error_body
 from llamaswap.server.state import AppState
 
@@ -31,9 +32,20 @@ async def serve_model(
 ) -> web.StreamResponse:
     """Hold a lease on `model_id` for the whole exchange with its upstream.
 
-    `headers` replace the client's (e.g. the Content-Type of a rebuilt multipart form)."""
+    `headers` replace the client's (e.g. the Content-Type of a rebuilt multipart form).
+    Model-route POSTs are recorded in the activity store (see `recording`)."""
     with state.inflight.track(request, model_id, state.router.events):
-        return await _serve_leased(request, state, model_id, path, body, loading, headers)
+        return await record_exchange(
+            request,
+            state,
+            model_id,
+            path,
+            body,
+            lambda recorder: _serve_leased(
+                request, state, model_id, path, body, loading, headers, recorder
+            ),
+            headers,
+        )
 
 
 async def _serve_leased(
@@ -44,15 +56,18 @@ async def _serve_leased(
     body: bytes | None,
     loading: LoadingStream | None,
     headers: Mapping[str, str] | None,
+    recorder: Recorder | None,
 ) -> web.StreamResponse:
     lease: Lease | None
     if loading is None:
         lease = await state.router.acquire(model_id)
     else:
-        lease = await _acquire_with_progress(state, model_id, loading)
+        lease = await _acquire_with_progress(state, model_id, loading, recorder)
     if lease is None:
         assert loading is not None
         return loading.response
+    # llama-swap sets this on grant, from the scheduler's priority table.
+    request_metadata(request)["fifo_priority"] = str(state.config.fifo_priority(model_id))
     try:
         if state.before_forward is not None:
             await state.before_forward(model_id)
@@ -67,13 +82,14 @@ async def _serve_leased(
             connect_timeout=float(timeouts.connect),
             into=loading.response if loading is not None else None,
             extra_headers=headers,
+            tap=recorder,
         )
     finally:
         lease.release()
 
 
 async def _acquire_with_progress(
-    state: AppState, model_id: str, loading: LoadingStream
+    state: AppState, model_id: str, loading: LoadingStream, recorder: Recorder | None
 ) -> Lease | None:
     """Acquire while streaming progress. Admission (429) is decided before the stream starts;
     a later failure is written into the stream (then None is returned)."""
@@ -86,6 +102,8 @@ async def _acquire_with_progress(
             try:
                 lease = await acquiring
             except RequestError as exc:
+                if recorder is not None:
+                    recorder.fail(exc.status, exc.message)
                 await loading.fail(orjson.dumps(error_body(exc.status, exc.message, code=exc.code)))
                 return None
             await loading.finish()

@@ -10,6 +10,8 @@ import aiohttp
 from aiohttp import web
 
 from llamaswap.config.model import Config
+from llamaswap.observe.activity import ActivityStore, reuse_or_open
+from llamaswap.observe.captures import CaptureBuffer
 from llamaswap.router import Router
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.inflight import InflightTracker
@@ -31,6 +33,26 @@ class AppState:
     active_profile: str | None = None
     # Test seam: awaited after the lease is granted and before forwarding.
     before_forward: ForwardHook | None = None
+    # Recorded requests (spec §6.1): built from the config, kept across reloads by
+    # `reconfigure_observe` while `store.path` stays the same.
+    activity: ActivityStore = field(init=False)
+    captures: CaptureBuffer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.activity = ActivityStore(self.config.store.path, self.config.metrics_max_in_memory)
+        self.captures = CaptureBuffer.from_mib(self.config.capture_buffer)
+
+    def reconfigure_observe(self, config: Config) -> None:
+        """Apply a reloaded config's `store.path`, `metricsMaxInMemory` and `captureBuffer`:
+        the activity store is kept (history and ids go on) unless `store.path` changed, and
+        the capture buffer keeps its captures within the new size (none when the store
+        changed: captures are keyed by the old store's ids)."""
+        store = reuse_or_open(self.activity, config.store.path, config.metrics_max_in_memory)
+        if store is not self.activity:
+            self.activity.close()
+            self.activity = store
+            self.captures.resize(0)
+        self.captures.resize(CaptureBuffer.from_mib(config.capture_buffer).capacity)
 
 
 STATE = web.AppKey("llamaswap_state", AppState)

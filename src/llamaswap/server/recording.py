@@ -1,0 +1,295 @@
+"""Recording model requests into the activity store and the capture buffer (spec §6.1).
+
+Which requests: POSTs to a model route (body routes and versionless routes), and
+`/upstream/<model>/<path>` whose remainder is one of them (§5.4 "Metrics").
+
+How, without slowing the stream: the forwarder hands every chunk to the `Recorder` *after*
+writing it to the client; the recorder only appends it to a bounded copy (the last
+`COPY_LIMIT` bytes: usage data is at the end of a stream). Everything else happens once the
+exchange is over: parsing (on a worker thread for large bodies), the store insert (see
+`observe.activity` for where), the capture, the `activity` event and the token counters.
+Upstream `Accept-Encoding` is reduced to gzip/deflate so that the copy can be decoded.
+
+A copy that outgrew `COPY_LIMIT` is parsed only if it is an uncompressed event stream (its
+tail holds the usage); otherwise the row is minimal. Such an exchange gets no capture.
+
+Request metadata: `request_metadata(request)` is the request's `dict[str, str]`, copied into
+its row. `fifo_priority` is set when the lease is granted; other code (selectors) may add
+keys before the request is served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from llamaswap.errors import RequestError
+from llamaswap.observe import metrics
+from llamaswap.observe.activity import ActivityEntry
+from llamaswap.observe.captures import Capture, capture_fields
+from llamaswap.observe.tokens import (
+    ParsedResponse,
+    TokenMetrics,
+    filter_accept_encoding,
+    parse_response,
+)
+from llamaswap.server.auth import redact_headers
+from llamaswap.server.state import AppState
+
+__all__ = [
+    "COPY_LIMIT",
+    "RECORDED_PATHS",
+    "Recorder",
+    "record_exchange",
+    "recorded_route",
+    "request_metadata",
+]
+
+log = logging.getLogger("llamaswap.recording")
+
+COPY_LIMIT = 4 * 1024 * 1024
+# Bodies above this are parsed on a worker thread, not on the event loop.
+THREAD_PARSE_BYTES = 256 * 1024
+# The POST model routes of llama-swap [H] (server/app.py's BODY_ROUTES and VERSIONLESS_ROUTES;
+# a test keeps the two in step).
+RECORDED_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/completions",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
+        "/v1/embeddings",
+        "/reranking",
+        "/rerank",
+        "/v1/rerank",
+        "/v1/reranking",
+        "/infill",
+        "/completion",
+        "/v1/audio/speech",
+        "/v1/audio/voices",
+        "/v1/images/generations",
+        "/sdapi/v1/txt2img",
+        "/sdapi/v1/img2img",
+        "/v1/audio/transcriptions",
+        "/v1/images/edits",
+        "/audioapi/v1/tasks/run",
+        "/v/chat/completions",
+        "/v/responses",
+        "/v/completions",
+        "/v/messages",
+        "/v/messages/count_tokens",
+        "/v/embeddings",
+        "/v/rerank",
+        "/v/reranking",
+    }
+)
+_METADATA_KEY: web.RequestKey[dict[str, str]] = web.RequestKey("llamaswap_metadata")
+# Finishing a cancelled request's row happens in a task; these keep the tasks referenced.
+_finishing: set[asyncio.Task[None]] = set()
+
+
+def request_metadata(request: web.Request) -> dict[str, str]:
+    """The request's metadata map (created empty on first use), copied into its row."""
+    meta = request.get(_METADATA_KEY)
+    if meta is None:
+        meta = request[_METADATA_KEY] = {}
+    return meta
+
+
+def recorded_route(method: str, request_path: str, forwarded_path: str) -> str | None:
+    """The model route a request is recorded under (the path its capture mask is chosen by),
+    or None when it is not recorded."""
+    if method != "POST":
+        return None
+    route = forwarded_path if request_path.startswith("/upstream/") else request_path
+    return route if route in RECORDED_PATHS else None
+
+
+class Recorder:
+    """One recorded exchange: a `forward.ResponseTap` plus what the row needs afterwards."""
+
+    def __init__(
+        self,
+        request: web.Request,
+        state: AppState,
+        model: str,
+        route: str,
+        body: bytes | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        cell = metrics.current_request().get()
+        # From the request's arrival (the metrics middleware), as llama-swap [H] measures.
+        self.started = cell.started if cell is not None else time.monotonic()
+        self.request = request
+        self.state = state
+        self.model = model
+        self.route = route
+        self.req_body = body or b""
+        req_headers = redact_headers(request.headers.items())
+        if headers:
+            req_headers.update(headers)
+        self.req_headers = {str(k): v for k, v in req_headers.items()}
+        self.status: int | None = None
+        self.resp_headers: dict[str, str] = {}
+        self._copy: deque[bytes] = deque()
+        self._copied = 0
+        self.truncated = False
+        self.error: tuple[int, str] | None = None
+
+    # ---- ResponseTap ------------------------------------------------------------------------
+
+    def request_headers(self, headers: CIMultiDict[str]) -> None:
+        accepted = headers.get("Accept-Encoding")
+        if accepted is None:
+            return
+        kept = filter_accept_encoding(accepted)
+        if kept:
+            headers["Accept-Encoding"] = kept
+        else:
+            del headers["Accept-Encoding"]
+
+    def response_started(self, status: int, headers: Mapping[str, str]) -> None:
+        self.status = status
+        self.resp_headers = {str(k): v for k, v in redact_headers(headers.items()).items()}
+
+    def chunk(self, data: bytes) -> None:
+        self._copy.append(data)
+        self._copied += len(data)
+        while self._copied > COPY_LIMIT and len(self._copy) > 1:
+            self._copied -= len(self._copy.popleft())
+            self.truncated = True
+        if self._copied > COPY_LIMIT:  # one huge chunk: keep its tail
+            self._copy[0] = self._copy[0][-COPY_LIMIT:]
+            self._copied = COPY_LIMIT
+            self.truncated = True
+
+    # ---- outcomes ---------------------------------------------------------------------------
+
+    def fail(self, status: int, message: str) -> None:
+        """The request ended with our own error (rejected, failed start) before any upstream
+        answer was relayed."""
+        self.error = (status, message)
+
+    def settle(self, response: web.StreamResponse | None) -> None:
+        """Fill in what the forwarder could not report: a plain error response it returned."""
+        if self.status is not None or response is None:
+            return
+        self.status = response.status
+        self.resp_headers = {str(k): v for k, v in response.headers.items()}
+        if isinstance(response, web.Response) and isinstance(response.body, bytes):
+            self.chunk(response.body)
+
+    async def finish(self) -> None:
+        """Parse, store, capture and announce the row. Never raises."""
+        try:
+            await self._finish()
+        except Exception:
+            log.exception("could not record %s %s", self.request.method, self.request.path)
+
+    async def _finish(self) -> None:
+        wall_ms = int((time.monotonic() - self.started) * 1000)
+        parsed = await self._parse(wall_ms)
+        status = self.status if self.status is not None else 200
+        if self.error is not None:
+            status, message = self.error
+            parsed = ParsedResponse(TokenMetrics(), wall_ms, message, b"")
+        state = self.state
+        entry = ActivityEntry(
+            timestamp=time.time(),
+            model=self.model,
+            req_path=self.request.path,
+            resp_content_type=self.resp_headers.get("Content-Type", ""),
+            resp_status_code=status,
+            tokens=parsed.tokens,
+            duration_ms=parsed.duration_ms,
+            error_msg=parsed.error_msg,
+            metadata=dict(request_metadata(self.request)),
+        )
+        entry = await state.activity.insert_async(entry)
+        if state.captures.enabled and not self.truncated:
+            resp_headers = {
+                k: v for k, v in self.resp_headers.items() if k.lower() != "content-encoding"
+            }
+            state.captures.add(
+                Capture.build(
+                    entry.id,
+                    self.request.path,
+                    capture_fields(self.route, status),
+                    req_headers=self.req_headers,
+                    req_body=self.req_body,
+                    resp_headers=resp_headers,
+                    resp_body=parsed.body,
+                )
+            )
+        bus = state.router.events
+        bus.publish("activity", {"id": entry.id})
+        tokens = parsed.tokens
+        metrics.tokens_recorded(bus, self.model, tokens.input_tokens, tokens.output_tokens)
+
+    async def _parse(self, wall_ms: int) -> ParsedResponse:
+        content_type = self.resp_headers.get("Content-Type", "")
+        encoding = self.resp_headers.get("Content-Encoding", "")
+        if self.truncated and (encoding or "text/event-stream" not in content_type.lower()):
+            return ParsedResponse(TokenMetrics(), wall_ms, "", b"")
+        body = b"".join(self._copy)
+        self._copy.clear()
+
+        def run() -> ParsedResponse:
+            return parse_response(
+                path=self.route,
+                status=self.status if self.status is not None else 200,
+                content_type=content_type,
+                content_encoding=encoding,
+                body=body,
+                wall_ms=wall_ms,
+            )
+
+        if len(body) > THREAD_PARSE_BYTES:
+            return await asyncio.to_thread(run)
+        return run()
+
+
+Call = Callable[["Recorder | None"], Awaitable[web.StreamResponse]]
+
+
+async def record_exchange(
+    request: web.Request,
+    state: AppState,
+    model: str,
+    forwarded_path: str,
+    body: bytes | None,
+    call: Call,
+    headers: Mapping[str, str] | None = None,
+) -> web.StreamResponse:
+    """Run `call(recorder)` (which forwards with the recorder as its tap) and record the
+    exchange when it is a recorded route; `call(None)` otherwise.
+
+    RequestErrors are recorded with their status and message, then re-raised. When the
+    client leaves mid-stream, the part seen so far is recorded in the background.
+    """
+    route = recorded_route(request.method, request.path, forwarded_path)
+    if route is None:
+        return await call(None)
+    recorder = Recorder(request, state, model, route, body, headers)
+    try:
+        response = await call(recorder)
+    except RequestError as exc:
+        recorder.fail(exc.status, exc.message)
+        await recorder.finish()
+        raise
+    except asyncio.CancelledError:
+        if recorder.status is not None:
+            task = asyncio.get_running_loop().create_task(recorder.finish())
+            _finishing.add(task)
+            task.add_done_callback(_finishing.discard)
+        raise
+    recorder.settle(response)
+    await recorder.finish()
+    return response
