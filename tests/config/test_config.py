@@ -326,3 +326,43 @@ def test_several_problems_reported_together() -> None:
         """
     )
     assert len(got) == 3
+
+
+def test_recursive_anchor_is_refused_at_its_path() -> None:
+    # Was a RecursionError: every walk of the tree followed the alias forever.
+    assert messages("x: &a [1, *a]\n") == [
+        "x[1]: value contains itself (an alias inside its own anchor)"
+    ]
+    assert messages("models:\n  m: &m {cmd: s, metadata: {self: *m}}\n") == [
+        "models.m.metadata.self: value contains itself (an alias inside its own anchor)"
+    ]
+
+
+def test_alias_expansion_is_bounded() -> None:
+    # "Billion laughs": eight lines standing for 10**8 values hung the macro pass.
+    lines = ["l0: &l0 [" + ", ".join(["x"] * 10) + "]"]
+    lines += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 8)]
+    (problem,) = problems("\n".join(lines) + "\n")
+    assert problem.path.startswith("l")
+    assert "excessive aliasing" in problem.message
+    # Sharing an anchor a few times is fine.
+    assert load("a: &a [1, 2]\nb: [*a, *a, *a]\n").models == {}
+
+
+def test_deep_nesting_is_refused() -> None:
+    # Was a RecursionError from the macro and env passes (libyaml itself allows 1000 levels).
+    (problem,) = problems("models:\n  m:\n    metadata: " + "[" * 500 + "]" * 500 + "\n")
+    assert problem.path.startswith("models.m.metadata[0]")
+    assert problem.message == "nesting deeper than 100 levels"
+
+
+def test_metadata_holds_only_json_values() -> None:
+    # A date in metadata stays a string, as in Go (it made GET /v1/models a 500: a
+    # `datetime.date` is not JSON). Tags making non-JSON values are refused at their path.
+    c = load("models:\n  m: {cmd: s, proxy: 'http://h:1', metadata: {released: 2024-01-05}}\n")
+    assert c.models["m"].metadata == {"released": "2024-01-05"}
+    assert messages("models:\n  m: {cmd: s, metadata: {b: !!binary aGk=}}\n") == [
+        "models.m.metadata.b: unsupported value of type bytes (only strings, numbers, "
+        "booleans, null, sequences and mappings)"
+    ]
+    assert [p.path for p in problems("a: !!set {x}\n")] == ["a"]

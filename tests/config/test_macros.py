@@ -330,7 +330,9 @@ def test_env_macro_values_refused_or_escaped() -> None:
 def test_env_unparseable_yaml_scans_whole_text() -> None:
     with pytest.raises(ConfigError) as info:
         substitute_env("a: [\n# ${env.NOPE}\n", {})
-    assert info.value.problems == [ConfigProblem("", "environment variable 'NOPE' is not set")]
+    assert info.value.problems == [
+        ConfigProblem("", "environment variable 'NOPE' is not set (line 2)")
+    ]
 
 
 @pytest.mark.parametrize(

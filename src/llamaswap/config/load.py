@@ -45,17 +45,27 @@ _NAMED_FIELDS = (
     "name",
     "description",
 )
+# Bounds on a parsed document (see `tree_problem`); a real config is far inside both.
+MAX_TREE_DEPTH = 100
+MAX_TREE_VALUES = 200_000
 _KNOWN_TOP = {f.alias or n for n, f in Config.model_fields.items()} | {"groups", "matrix"}
 
 
 _BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
+_NOT_RESOLVED = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
+
+
 class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """Safe loader with YAML 1.2 booleans: `on`/`off`/`yes`/`no` stay strings (as in Go)."""
+    """Safe loader with YAML 1.2 booleans: `on`/`off`/`yes`/`no` stay strings (as in Go).
+
+    Plain timestamps (`2024-01-05`) stay strings too, as Go's decoder keeps them for untyped
+    values: a date in `metadata` must still be a JSON value.
+    """
 
     yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads this class attribute
-        first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+        first: [(tag, rx) for tag, rx in resolvers if tag not in _NOT_RESOLVED]
         for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
     }
 
@@ -67,7 +77,65 @@ _Loader.add_implicit_resolver(
 
 def parse_yaml(text: str) -> Any:
     """Parse YAML text the way the config loader does."""
-    return yaml.load(text, Loader=_Loader)
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError as exc:  # the pure-Python parser, when libyaml is missing
+        raise yaml.YAMLError("document nests too deeply") from exc
+
+
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def tree_problem(tree: Any) -> ConfigProblem | None:
+    """Why a parsed tree must not be used, or None.
+
+    Anchors make a YAML document a graph, not a tree: an alias inside its own anchor is a
+    value containing itself (every recursive walk of it overflows the stack), and aliases of
+    aliases multiply the values seen by each walk ("billion laughs": ten lines can stand for
+    10**9 values). Go's YAML decoder refuses both; so do we, along with absurd nesting.
+    Explicit tags such as `!!binary`, `!!set` or `!!timestamp` make values that are not JSON
+    (`metadata` and `setParams` are sent as JSON), so only JSON's kinds of value are allowed.
+    """
+    count = 0
+    stack: list[tuple[Any, str, tuple[int, ...]]] = [(tree, "", ())]
+    while stack:
+        node, path, ancestors = stack.pop()
+        count += 1
+        if count > MAX_TREE_VALUES:
+            return ConfigProblem(
+                path,
+                f"document contains excessive aliasing (more than {MAX_TREE_VALUES} values "
+                "once anchors are expanded)",
+            )
+        if isinstance(node, dict):
+            children = [(f"{path}.{k}" if path else str(k), v) for k, v in node.items()]
+            for (where, _), key in zip(children, node, strict=True):
+                if not isinstance(key, _SCALARS):
+                    return ConfigProblem(where, f"unsupported mapping key {key!r}")
+        elif isinstance(node, list):
+            children = [(f"{path}[{i}]", v) for i, v in enumerate(node)]
+        elif isinstance(node, _SCALARS):
+            continue
+        else:
+            return ConfigProblem(
+                path,
+                f"unsupported value of type {type(node).__name__} (only strings, numbers, "
+                "booleans, null, sequences and mappings)",
+            )
+        if id(node) in ancestors:
+            return ConfigProblem(path, "value contains itself (an alias inside its own anchor)")
+        if len(ancestors) >= MAX_TREE_DEPTH:
+            return ConfigProblem(path, f"nesting deeper than {MAX_TREE_DEPTH} levels")
+        inner = (*ancestors, id(node))
+        stack += [(value, where, inner) for where, value in reversed(children)]
+    return None
+
+
+def _parse_checked(text: str, source: str) -> Any:
+    tree = parse_yaml(text)
+    if (problem := tree_problem(tree)) is not None:
+        raise ConfigError([problem], source)
+    return tree
 
 
 def load_config(
@@ -114,9 +182,9 @@ def load_config_text(
 
 
 def _parse(text: str, source: str, environ: Mapping[str, str]) -> Any:
-    text = mac.substitute_env(text, environ, source)
+    text = mac.substitute_env(text, environ, source, lambda t: _parse_checked(t, source))
     try:
-        return parse_yaml(text)
+        return _parse_checked(text, source)
     except yaml.YAMLError as exc:
         raise ConfigError([ConfigProblem("", str(exc))], source) from exc
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -43,15 +43,24 @@ def _walk(node: Any, path: str) -> Iterator[tuple[str, str]]:
             yield from _walk(v, f"{path}[{i}]")
 
 
-def substitute_env(text: str, environ: Mapping[str, str], source: str = "") -> str:
+def substitute_env(
+    text: str,
+    environ: Mapping[str, str],
+    source: str = "",
+    parse: Callable[[str], Any] = yaml.safe_load,
+) -> str:
     """Replace `${env.NAME}` in the raw YAML text, ignoring occurrences inside YAML comments.
 
     Values are escaped for double-quoted YAML (backslash and quote); a value with a newline,
-    carriage return or NUL is refused, as is an unset variable.
+    carriage return or NUL is refused, as is an unset variable. `parse` reads the text to
+    find the macros outside comments (the loader passes its own, which refuses documents
+    that are unsafe to walk); text it cannot parse is searched as it is.
     """
+    if ENV_MACRO.search(text) is None:
+        return text
     try:
         # Comments vanish when parsing, so parsing tells which macros are real.
-        found = [(p, m) for p, s in _walk(yaml.safe_load(text), "") for m in ENV_MACRO.findall(s)]
+        found = [(p, m) for p, s in _walk(parse(text), "") for m in ENV_MACRO.findall(s)]
     except yaml.YAMLError:
         found = [("", m) for m in ENV_MACRO.findall(text)]
     problems: list[ConfigProblem] = []
@@ -61,15 +70,17 @@ def substitute_env(text: str, environ: Mapping[str, str], source: str = "") -> s
         if name in seen:
             continue
         seen.add(name)
+        # Without a YAML path (text that does not parse, or a bare scalar), name the line.
+        line = "" if path else f" (line {_line_of(text, f'${{env.{name}}}')})"
         value = environ.get(name)
         if value is None:
-            problems.append(ConfigProblem(path, f"environment variable '{name}' is not set"))
+            problems.append(ConfigProblem(path, f"environment variable '{name}' is not set{line}"))
         elif any(c in value for c in "\n\r\0"):
             problems.append(
                 ConfigProblem(
                     path,
                     f"environment variable '{name}' contains newlines or null bytes which are "
-                    "not allowed in YAML substitution",
+                    f"not allowed in YAML substitution{line}",
                 )
             )
         else:
@@ -79,6 +90,11 @@ def substitute_env(text: str, environ: Mapping[str, str], source: str = "") -> s
     for name, value in values.items():
         text = text.replace(f"${{env.{name}}}", value)
     return text
+
+
+def _line_of(text: str, token: str) -> int:
+    """1-based line of the first `token` in `text`."""
+    return text.count("\n", 0, max(text.find(token), 0)) + 1
 
 
 def strip_comment_lines(command: str) -> str:
