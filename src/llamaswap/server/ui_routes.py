@@ -3,8 +3,9 @@
 `/ui` and `/ui/` answer `index.html`; `/ui/<file>` answers that file. A missing path with a
 file extension is a 404 (the usual error envelope); any other path falls back to
 `index.html` so client-side routes such as `/ui/models` (where `GET /upstream` redirects)
-load the app. Auth is the app's middleware: with `apiKeys`, `/ui` needs a key like every
-other route.
+load the app. `GET /favicon.ico` answers the packaged icon. These files hold no data, so
+the auth middleware lets them through without a key (`auth.route_needs_auth`); every API
+call the page makes needs one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from llamaswap.server.responses import error_response
 __all__ = ["add_routes", "ui_file"]
 
 INDEX = "index.html"
+FAVICON = "favicon.ico"
 _TYPES = {
     ".html": "text/html",
     ".js": "text/javascript",
@@ -76,8 +78,16 @@ async def _static(request: web.Request) -> web.Response:
     return await _index(request)
 
 
+async def _favicon(_: web.Request) -> web.Response:
+    node = ui_file(FAVICON)
+    if node is None:  # pragma: no cover - a packaging error
+        raise web.HTTPNotFound()
+    return _serve(node, FAVICON)
+
+
 def add_routes(app: web.Application) -> None:
-    """Install `GET|HEAD /ui`, `/ui/` and `/ui/<path…>`."""
+    """Install `GET|HEAD /ui`, `/ui/`, `/ui/<path…>` and `/favicon.ico`."""
+    app.router.add_get("/favicon.ico", _favicon)
     app.router.add_get("/ui", _index)
     app.router.add_get("/ui/", _index)
     app.router.add_get("/ui/{tail:.+}", _static)
