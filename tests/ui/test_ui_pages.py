@@ -1,100 +1,35 @@
-"""The web UI in a real browser (Playwright + Debian's chromium) against a real llamaswap.
+"""The web UI in a real browser (Playwright + Debian's chromium) against a real llamaswap:
+the Models, Playground, Timeline, Logs and in-flight Activity pages and the key prompt.
 
-Skipped only when `/usr/bin/chromium` or the `playwright` module is missing. Screenshots
-are taken in every run; with `LLAMASWAP_UI_SCREENSHOTS=1` they are written to `docs/ui/`
-(the README's pictures), otherwise into the test's temporary directory.
+Skipped only when `/usr/bin/chromium` or the `playwright` module is missing (see
+`browser_pages`).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server"))
-
-from llamaswap_proc import FAKE_CMD, LlamaswapProcess, Reply, chat_body, fake_model, llamaswap
+from browser_pages import (
+    ANSWER,
+    PHONE,
+    TWO_MODELS,
+    Page,
+    close,
+    expect,
+    loud_model,
+    open_page,
+    shoot,
+)
+from llamaswap_proc import LlamaswapProcess, Reply, chat_body, llamaswap
 
 pytestmark = pytest.mark.ui
 
-CHROMIUM = "/usr/bin/chromium"
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is not installed", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api")
-Page = sync_api.Page
-expect = sync_api.expect
-
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-DESKTOP = {"width": 1280, "height": 800}
-PHONE = {"width": 390, "height": 844}
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "ui"
-ANSWER = "asdf" * 10  # what the fake upstream streams
-
-TWO_MODELS = (
-    "models:\n"
-    + fake_model(
-        "alpha",
-        "name: Alpha 7B",
-        "description: the first fake model",
-        "aliases: [a, first]",
-    )
-    + fake_model("beta", "description: the second fake model")
-)
-
-
-def loud_model(name: str) -> str:
-    """A fake model that prints its `My PID` line (no `--silent`)."""
-    cmd = FAKE_CMD.replace(" --silent", "")
-    return (
-        f"  {name}:\n    cmd: {cmd} --port ${{PORT}} --model ${{MODEL_ID}}\n"
-        "    proxy: http://127.0.0.1:${PORT}\n"
-    )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
-
-
-def open_page(browser: Any, server: LlamaswapProcess, route: str, **ctx: Any) -> Page:
-    ctx.setdefault("viewport", DESKTOP)
-    ctx.setdefault("color_scheme", "light")
-    context = browser.new_context(**ctx)
-    context.set_default_timeout(15_000)
-    page: Page = context.new_page()
-    page.goto(f"{server.base}/ui/#/{route}")
-    return page
-
-
-def shoot(page: Page, tmp_path: Path, name: str) -> None:
-    target = DOCS if os.environ.get("LLAMASWAP_UI_SCREENSHOTS") == "1" else tmp_path
-    target.mkdir(parents=True, exist_ok=True)
-    path = target / f"{name}.png"
-    page.screenshot(path=str(path))
-    assert path.stat().st_size < 300_000, f"{path} is too large"
-
-
-def close(page: Page) -> None:
-    page.context.close()
+UI_DIR = Path(__file__).resolve().parents[2] / "src" / "llamaswap" / "ui"
 
 
 def test_ui_models_page_lists_models_and_loads_one(browser: Any, tmp_path: Path) -> None:
@@ -114,9 +49,8 @@ def test_ui_models_page_lists_models_and_loads_one(browser: Any, tmp_path: Path)
             assert server.running_models() == ["alpha"]
             alpha.get_by_role("button", name="Logs").click()
             expect(alpha.locator("pre.log")).to_be_visible()
-            shoot(page, tmp_path, "models")
             page.set_viewport_size(PHONE)
-            shoot(page, tmp_path, "models-phone")
+            expect(alpha.get_by_role("button", name="Unload", exact=True)).to_be_in_viewport()
             alpha.get_by_role("button", name="Unload", exact=True).click()
             expect(alpha).to_have_attribute("data-state", "stopped")
         finally:
@@ -162,20 +96,38 @@ def test_ui_timeline_shows_swap(browser: Any, tmp_path: Path) -> None:
             close(page)
 
 
-def test_ui_logs_page_shows_upstream_and_proxy_lines(browser: Any, tmp_path: Path) -> None:
-    config = "models:\n" + loud_model("loud")
+def test_ui_logs_page_shows_proxy_upstream_and_model_streams(browser: Any, tmp_path: Path) -> None:
+    """Proxy and upstream lines arrive live and filter; the Model panel streams
+    `/logs/stream/<id>` of the picked model: its request lines show, the other's do not."""
+    config = "models:\n" + loud_model("alpha") + loud_model("beta")
     with llamaswap(tmp_path, config) as server:
         page = open_page(browser, server, "logs")
         try:
             expect(page.locator("#log-proxy")).to_be_visible()
-            assert server.chat("loud").status == 200
+            assert server.chat("alpha").status == 200
             expect(page.locator("#log-upstream")).to_contain_text("My PID")
-            expect(page.locator("#log-proxy")).to_contain_text("swap to loud")
+            expect(page.locator("#log-proxy")).to_contain_text("swap to alpha")
             page.locator("#log-filter").fill("swap to")
             expect(page.locator("#log-upstream .line")).to_have_count(0)
-            expect(page.locator("#log-proxy .line")).to_contain_text(["swap to loud"])
+            expect(page.locator("#log-proxy .line")).to_contain_text(["swap to alpha"])
             page.locator("#log-filter").fill("")
             expect(page.locator("#log-upstream")).to_contain_text("My PID")
+
+            assert server.call("GET", "/upstream/alpha/alpha-marker").status == 200
+            assert server.call("GET", "/upstream/beta/beta-marker").status == 200
+            expect(page.locator("#log-upstream")).to_contain_text("GET /beta-marker 200")
+            picker = page.locator("#log-model-select")
+            expect(picker.locator("option")).to_have_count(3)  # "choose", alpha, beta
+            picker.select_option("beta")
+            model_log = page.locator("#log-model")
+            expect(model_log).to_have_attribute("data-log", "beta")
+            expect(model_log).to_contain_text("GET /beta-marker 200")
+            expect(model_log).not_to_contain_text("alpha-marker")
+            picker.select_option("alpha")
+            expect(model_log).to_contain_text("GET /alpha-marker 200")
+            expect(model_log).not_to_contain_text("beta-marker")
+            assert server.call("GET", "/upstream/alpha/live-line").status == 200
+            expect(model_log).to_contain_text("GET /live-line 200")  # followed live
             shoot(page, tmp_path, "logs")
         finally:
             close(page)
@@ -186,13 +138,17 @@ def test_ui_asks_for_api_key_then_works(browser: Any, tmp_path: Path) -> None:
     the key typed into the prompt is sent, and the browser never shows a Basic dialog."""
     config = "apiKeys: [sekrit]\n" + TWO_MODELS
     with llamaswap(tmp_path, config) as server:
-        context = browser.new_context(viewport=DESKTOP, color_scheme="light")
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
         context.set_default_timeout(15_000)
         page: Page = context.new_page()
         try:
             page.goto(f"{server.base}/ui/#/models")
             dialog = page.locator("#key-dialog")
             expect(dialog).to_be_visible()
+            icon = server.call("GET", "/favicon.ico")  # public, like the page's own files
+            assert (icon.status, icon.headers["Content-Type"]) == (200, "image/x-icon")
+            assert icon.body == (UI_DIR / "favicon.ico").read_bytes()
+            assert server.call("GET", "/running").status == 401
             page.locator("#key-input").fill("wrong")
             page.locator("#key-save").click()
             expect(page.locator("#key-error")).to_be_visible()
@@ -254,7 +210,6 @@ def test_ui_activity_lists_and_cancels_inflight(browser: Any, tmp_path: Path) ->
         waiting: Background | None = None
         try:
             expect(page.locator("#inflight-empty")).to_have_text("No requests in flight.")
-            expect(page.locator("#history-note")).to_contain_text("activity store")
             held = Background(server, "alpha", wait="20s")
             row = page.locator('#inflight-rows tr[data-model="alpha"]')
             expect(row).to_be_visible()
@@ -272,7 +227,7 @@ def test_ui_activity_lists_and_cancels_inflight(browser: Any, tmp_path: Path) ->
             expect(page.locator('#inflight-rows tr[data-model="beta"]')).to_be_visible()
             expect(page.locator("#activity-queue")).to_have_attribute("data-depth", "1")
             expect(page.locator("#inflight-count")).to_have_text("2 requests")
-            shoot(page, tmp_path, "activity")
+            shoot(page, tmp_path, "activity-inflight")
             row.get_by_role("button", name="Cancel").click()
             expect(row).to_have_count(0)
             held.join()

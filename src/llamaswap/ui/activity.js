@@ -1,6 +1,8 @@
 // Activity: the requests being served right now (or waiting for their model), live from
-// the `inflight` events, with a Cancel button each. History comes with the activity store.
+// the `inflight` events, with a Cancel button each; below, the completed requests, their
+// token and speed statistics and a viewer for captured bodies (history.js).
 import { apiFetch, el } from "./api.js";
+import { mountHistory } from "./history.js";
 
 export function fmtElapsed(ms) {
   const s = Math.max(ms, 0) / 1000;
@@ -24,9 +26,8 @@ export function mount(view, store) {
     el("h2", {}, "In flight"),
     error,
     el("div", { class: "card table-wrap" }, table, empty),
-    el("p", { class: "muted note", id: "history-note" },
-      "Completed requests are not listed yet: request history arrives with the activity store."),
   );
+  const unmountHistory = mountHistory(view, store);
 
   const rows = new Map(); // id -> {tr, elapsed}
 
@@ -93,5 +94,5 @@ export function mount(view, store) {
   render();
   const timer = setInterval(tick, 200);
   const off = store.subscribe((kind) => { if (kind === "inflight" || kind === "queue") render(); });
-  return () => { clearInterval(timer); off(); };
+  return () => { clearInterval(timer); off(); unmountHistory(); };
 }

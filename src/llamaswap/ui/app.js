@@ -19,6 +19,7 @@ export const store = {
   inflightReceived: false, // whether an inflight snapshot arrived yet
   queue: [],             // [{t, depth}] queue depth changes, oldest first
   queueDepth: 0,         // the latest queue depth
+  activeProfile: null,   // the active profile's name (profileChanged), null for none
   listeners: new Set(),  // fn(kind, payload)
   emit(kind, payload) { for (const fn of this.listeners) fn(kind, payload); },
   subscribe(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); },
@@ -51,6 +52,7 @@ function onEvent(frame) {
     while (store.swaps.length && store.swaps[0].t < cutoff) store.swaps.shift();
   }
   else if (msg.type === "inflight" && payload) onInflight(payload);
+  else if (msg.type === "profileChanged" && payload) store.activeProfile = payload.active ?? null;
   else if (msg.type === "queue" && payload && typeof payload.depth === "number") {
     const now = Date.now();
     store.queueDepth = payload.depth;

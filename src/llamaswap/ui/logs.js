@@ -1,5 +1,5 @@
-// Logs: the proxy and upstream streams, a text filter and ANSI colours.
-import { el, follow } from "./api.js";
+// Logs: the proxy and upstream streams, one model's own stream, a text filter and ANSI colours.
+import { el, follow, idPath } from "./api.js";
 
 const MAX_LINES = 5000;
 const ESC_RE = /\x1b\[([0-9;]*)([A-Za-z])/g;
@@ -45,6 +45,7 @@ export function ansiLine(line, carry) {
 }
 
 const stripAnsi = (s) => s.replace(ESC_RE, "");
+let pickedModel = ""; // the model panel's choice, kept across page switches
 
 /** A <pre> that holds the lines of a stream and shows those matching a filter. */
 export class LogView {
@@ -89,21 +90,60 @@ export class LogView {
   }
 }
 
-export function mount(view) {
+export function mount(view, store) {
   const filter = el("input", { type: "search", id: "log-filter", placeholder: "filter lines…", "aria-label": "Filter log lines" });
   const ctrl = new AbortController();
   const views = [];
-  const section = (source, title) => {
-    const lv = new LogView(el("pre", { class: "log", id: `log-${source}`, "data-log": source }));
+  const panel = (lv, ...tools) => {
     views.push(lv);
     const clear = el("button", { type: "button", class: "ghost", onclick: () => lv.clear() }, "Clear");
-    follow(`/logs/stream/${source}`, { signal: ctrl.signal, onOpen: () => lv.clear(), onText: (t) => lv.append(t) });
-    return el("section", {}, el("div", { class: "row" }, el("h2", {}, title), el("span", { class: "spacer" }), clear), lv.pre);
+    return el("section", {}, el("div", { class: "row" }, ...tools, el("span", { class: "spacer" }), clear), lv.pre);
   };
+  const section = (source, title) => {
+    const lv = new LogView(el("pre", { class: "log", id: `log-${source}`, "data-log": source }));
+    follow(`/logs/stream/${source}`, { signal: ctrl.signal, onOpen: () => lv.clear(), onText: (t) => lv.append(t) });
+    return panel(lv, el("h2", {}, title));
+  };
+
+  // One model's own process log, picked from the configured models.
+  const modelView = new LogView(el("pre", { class: "log", id: "log-model", "data-log": "" }));
+  const picker = el("select", { id: "log-model-select", "aria-label": "Model log" });
+  let modelCtrl = null;
+  const followModel = (id) => {
+    pickedModel = id;
+    modelCtrl?.abort();
+    modelCtrl = null;
+    modelView.pre.dataset.log = id;
+    modelView.clear();
+    if (!id) return;
+    modelCtrl = new AbortController();
+    follow(`/logs/stream/${idPath(id)}`, {
+      signal: modelCtrl.signal,
+      onOpen: () => modelView.clear(),
+      onText: (t) => modelView.append(t),
+    });
+  };
+  const fillPicker = () => {
+    const ids = store.models.map((m) => m.id);
+    // at first: the last choice, else the first model that is running
+    const current = picker.options.length > 1 ? picker.value
+      : (ids.includes(pickedModel) ? pickedModel : store.models.find((m) => m.state === "ready")?.id || "");
+    if ([...picker.options].map((o) => o.value).join("\n") === ["", ...ids].join("\n")) return;
+    picker.replaceChildren(el("option", { value: "" }, "choose a model…"), ...ids.map((id) => el("option", { value: id }, id)));
+    picker.value = ids.includes(current) ? current : "";
+    if (picker.value !== modelView.pre.dataset.log) followModel(picker.value);
+  };
+  picker.addEventListener("change", () => followModel(picker.value));
+  fillPicker();
+
   filter.addEventListener("input", () => { for (const v of views) v.setFilter(filter.value); });
   view.append(
     el("div", { class: "toolbar" }, el("h1", {}, "Logs"), el("span", { class: "grow" }), filter),
-    el("div", { class: "logs-grid" }, section("proxy", "Proxy"), section("upstream", "Upstream")),
+    el("div", { class: "logs-grid" },
+      section("proxy", "Proxy"),
+      section("upstream", "Upstream"),
+      panel(modelView, el("h2", {}, "Model"), picker)),
   );
-  return () => ctrl.abort();
+  const off = store.subscribe((kind) => { if (kind === "modelStatus") fillPicker(); });
+  return () => { off(); ctrl.abort(); modelCtrl?.abort(); };
 }

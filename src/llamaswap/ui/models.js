@@ -1,6 +1,31 @@
-// Models: live state dots, Load / Unload / Unload all, and a per-model log panel.
+// Models: local models with live state dots, Load / Unload / Unload all and a log panel;
+// selectors, the active profile's pins and peer models from /v1/models; a profile switcher.
 import { apiFetch, el, follow, idPath } from "./api.js";
 import { LogView } from "./logs.js";
+
+const CAPABILITY_LABELS = {
+  vision: "vision",
+  audio_transcriptions: "transcription",
+  audio_speech: "speech",
+  image_generation: "image generation",
+  image_to_image: "image editing",
+  function_calling: "tools",
+  reranker: "reranker",
+};
+
+/** Tags for an OpenAI-style `/v1/models` entry's capability fields. */
+export function capabilityTags(entry) {
+  const tags = [];
+  for (const [key, label] of Object.entries(CAPABILITY_LABELS)) {
+    if (entry?.capabilities?.[key]) tags.push(el("span", { class: "tag cap", "data-cap": key }, label));
+  }
+  if (entry?.architecture?.modality) tags.push(el("span", { class: "tag cap", title: "modality" }, entry.architecture.modality));
+  if (entry?.context_length) tags.push(el("span", { class: "tag cap", title: "context length" }, `ctx ${entry.context_length}`));
+  return tags;
+}
+
+/** The `meta.llamaswap` block of a `/v1/models` entry ({} when absent). */
+export const metaOf = (entry) => entry?.meta?.llamaswap || {};
 
 export function mount(view, store) {
   const status = el("span", { class: "muted", id: "models-status" });
@@ -13,10 +38,22 @@ export function mount(view, store) {
       finally { unloadAll.disabled = false; }
     },
   }, "Unload all");
-  view.append(el("div", { class: "toolbar" }, el("h1", {}, "Models"), el("span", { class: "grow" }), status, unloadAll), list);
+  const profileSelect = el("select", { id: "profile-select", "aria-label": "Active profile" });
+  const profileBox = el("label", { class: "profile-box", id: "profile-box", hidden: true }, "Profile", profileSelect);
+  const profileDesc = el("p", { class: "muted desc", id: "profile-desc", hidden: true });
+  const selectors = el("section", { id: "selector-list", hidden: true });
+  const pins = el("section", { id: "pin-list", hidden: true });
+  const peers = el("section", { id: "peer-list", hidden: true });
+  view.append(
+    el("div", { class: "toolbar" }, el("h1", {}, "Models"), el("span", { class: "grow" }), status, profileBox, unloadAll),
+    profileDesc, list, selectors, pins, peers,
+  );
 
-  const cards = new Map(); // id -> {card, dot, stateText, logs}
+  const cards = new Map(); // id -> {node, dot, stateText, caps}
   const panels = new Map(); // id -> AbortController of an open log panel
+  let listing = [];          // the latest /v1/models data
+  let profiles = null;       // the latest /api/profiles answer (null: none or unavailable)
+  let alive = true;
 
   async function report(promise, okText) {
     try {
@@ -53,6 +90,7 @@ export function mount(view, store) {
     const dot = el("span", { class: `dot ${m.state}`, title: m.state });
     const stateText = el("span", { class: "state" }, m.state);
     const logBox = el("div");
+    const caps = el("div", { class: "caps" });
     const logButton = el("button", { type: "button", class: "ghost", onclick: () => toggleLogs(m.id, logBox, logButton) }, "Logs");
     const load = el("button", {
       type: "button",
@@ -82,10 +120,128 @@ export function mount(view, store) {
       title ? el("div", {}, title) : null,
       m.description ? el("p", { class: "desc" }, m.description) : null,
       m.aliases?.length ? el("div", { class: "aliases" }, m.aliases.map((a) => el("span", { class: "tag", title: "alias" }, a))) : null,
+      caps,
       logBox,
     );
-    cards.set(m.id, { node, dot, stateText });
+    cards.set(m.id, { node, dot, stateText, caps });
     return node;
+  }
+
+  /** The live state of a name a selector or pin points at: a local model's, or null. */
+  function stateOf(name) {
+    const m = store.models.find((x) => x.id === name || x.aliases?.includes(name));
+    return m ? m.state : null;
+  }
+
+  function targetChip(name) {
+    const state = stateOf(name);
+    const isPeer = state == null && listing.some((e) => e.id === name && metaOf(e).type === "peer");
+    const cls = state ?? (isPeer ? "peer" : "unknown");
+    return el("span", { class: "target", "data-target": name, "data-state": cls },
+      el("span", { class: `dot ${cls}`, title: state ?? (isPeer ? "peer model" : "") }), name);
+  }
+
+  /** A selector's state: its pinned target's for `pin`, else the liveliest target's. */
+  function selectorState(meta) {
+    const states = (meta.targets || []).map(stateOf);
+    if (meta.strategy === "pin") return states[0] ?? "stopped";
+    for (const s of ["ready", "starting", "stopping"]) if (states.includes(s)) return s;
+    return "stopped";
+  }
+
+  function renderSelectors() {
+    const entries = listing.filter((e) => metaOf(e).type === "selector");
+    selectors.hidden = entries.length === 0;
+    selectors.replaceChildren(el("h2", {}, "Selectors"), ...entries.map((e) => {
+      const meta = metaOf(e);
+      const state = selectorState(meta);
+      return el("div", { class: "card selector", "data-selector": e.id, "data-state": state },
+        el("div", { class: "model-head" },
+          el("span", { class: `dot ${state}`, title: state }),
+          el("span", { class: "model-name" }, e.id),
+          el("span", { class: "tag strategy", title: "strategy" }, meta.strategy || "?"),
+          meta.spillover != null ? el("span", { class: "tag", title: "spillover" }, `spillover ${meta.spillover}`) : null),
+        e.name && e.name !== e.id ? el("div", {}, e.name) : null,
+        e.description ? el("p", { class: "desc" }, e.description) : null,
+        el("div", { class: "targets" }, el("span", { class: "muted" }, "targets"), (meta.targets || []).map(targetChip)),
+        el("div", { class: "caps" }, capabilityTags(e)));
+    }));
+  }
+
+  function renderPins() {
+    const active = profiles?.profiles?.find((p) => p.name === (profiles.active ?? store.activeProfile));
+    const rows = new Map(); // pin -> target ("" = refused)
+    if (active) for (const [pin, target] of Object.entries(active.pins || {})) rows.set(pin, target || "");
+    for (const e of listing) if (metaOf(e).type === "profile" && !rows.has(e.id)) rows.set(e.id, metaOf(e).target || "");
+    pins.hidden = rows.size === 0;
+    const name = active?.name ?? listing.map(metaOf).find((m) => m.type === "profile")?.profile ?? "";
+    pins.replaceChildren(
+      el("h2", {}, "Profile pins ", el("span", { class: "tag", id: "pins-profile" }, name)),
+      el("div", { class: "card pins" }, [...rows].sort(([a], [b]) => a.localeCompare(b)).map(([pin, target]) =>
+        el("div", { class: "pin", "data-pin": pin },
+          el("span", { class: "model-name" }, pin), el("span", { class: "muted" }, " → "),
+          target ? targetChip(target) : el("span", { class: "muted" }, "refused (404)")))));
+  }
+
+  function renderPeers() {
+    const byPeer = new Map();
+    for (const e of listing) {
+      const meta = metaOf(e);
+      if (meta.type !== "peer") continue;
+      if (!byPeer.has(meta.peerID)) byPeer.set(meta.peerID, []);
+      byPeer.get(meta.peerID).push(e);
+    }
+    peers.hidden = byPeer.size === 0;
+    peers.replaceChildren(el("h2", {}, "Peers"), ...[...byPeer].map(([peer, entries]) =>
+      el("div", { class: "card peer", "data-peer": peer },
+        el("div", { class: "model-head" }, el("span", { class: "dot peer" }), el("span", { class: "model-name" }, peer), el("span", { class: "tag" }, "peer")),
+        el("ul", { class: "peer-models" }, entries.map((e) =>
+          el("li", { "data-peer-model": e.id },
+            el("span", { class: "mono" }, e.id),
+            e.description ? el("span", { class: "desc" }, ` — ${e.description}`) : null,
+            el("span", { class: "caps" }, capabilityTags(e))))))));
+  }
+
+  function renderProfiles() {
+    const list = profiles?.profiles || [];
+    profileBox.hidden = list.length === 0;
+    const active = profiles?.active ?? store.activeProfile ?? "";
+    profileSelect.replaceChildren(
+      el("option", { value: "", selected: !active }, "none"),
+      ...list.map((p) => el("option", { value: p.name, selected: p.name === active, title: p.description || null }, p.name)));
+    profileSelect.value = active || "";
+    const desc = list.find((p) => p.name === active)?.description || "";
+    profileDesc.hidden = !desc;
+    profileDesc.textContent = desc;
+  }
+
+  function renderCaps() {
+    for (const [id, c] of cards) c.caps.replaceChildren(...capabilityTags(listing.find((e) => e.id === id)));
+  }
+
+  function renderExtras() {
+    renderCaps();
+    renderSelectors();
+    renderPins();
+    renderPeers();
+    renderProfiles();
+  }
+
+  // One fetch at a time; a call during a fetch asks for one more round after it.
+  let fetching = false, again = false;
+  async function refresh() {
+    if (fetching) { again = true; return; }
+    fetching = true;
+    do {
+      again = false;
+      try {
+        const [models, profs] = await Promise.all([apiFetch("/v1/models"), apiFetch("/api/profiles")]);
+        if (models.ok) listing = (await models.json()).data || [];
+        profiles = profs.ok ? await profs.json() : null;
+      } catch { /* the next event retries */ }
+    } while (again && alive);
+    fetching = false;
+    if (alive) renderExtras();
   }
 
   function render() {
@@ -99,7 +255,8 @@ export function mount(view, store) {
       panels.clear();
       cards.clear();
       list.replaceChildren(...store.models.map(card));
-      if (!store.models.length) list.append(el("p", { class: "muted" }, "No models configured."));
+      if (!store.models.length) list.append(el("p", { class: "muted" }, "No local models configured."));
+      refresh(); // a reload may have changed selectors, peers and profiles too
       return;
     }
     for (const m of store.models) {
@@ -109,9 +266,30 @@ export function mount(view, store) {
       c.dot.title = m.state;
       c.stateText.textContent = m.state;
     }
+    renderSelectors();
+    renderPins();
   }
 
+  profileSelect.addEventListener("change", async () => {
+    const name = profileSelect.value || null;
+    profileSelect.disabled = true;
+    try {
+      await report(apiFetch("/api/profiles/active", {
+        method: "PUT",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name }),
+      }), name ? `profile ${name} active` : "no profile active");
+    } finally {
+      profileSelect.disabled = false;
+    }
+    refresh();
+  });
+
   render();
-  const off = store.subscribe((kind) => { if (kind === "modelStatus") render(); });
-  return () => { off(); for (const ctrl of panels.values()) ctrl.abort(); };
+  refresh();
+  const off = store.subscribe((kind) => {
+    if (kind === "modelStatus") render();
+    else if (kind === "profileChanged") refresh();
+  });
+  return () => { alive = false; off(); for (const ctrl of panels.values()) ctrl.abort(); };
 }
