@@ -21,6 +21,9 @@ Scalar = str | int | float | bool
 
 DEFAULT_GROUP = "(default)"
 DEFAULT_CONCURRENCY_LIMIT = 10
+# The model `/comfyui/...` is served by; its websocket and concurrency settings are forced.
+COMFYUI_MODEL_ID = "comfyui_auto"
+COMFYUI_MIN_CONCURRENCY_LIMIT = 50
 DEFAULT_UNLOAD_TIMEOUT = 10
 DEFAULT_METRICS_MAX_IN_MEMORY = 1000
 MIN_HEALTH_CHECK_TIMEOUT = 15
@@ -102,6 +105,10 @@ class PeerTimeouts(Timeouts):
 
 
 class CompatConfig(_Base):
+    """Settings for upstreams that are not plain inference servers."""
+
+    # Websocket upgrades bypass the scheduler: they never start the model, never hold it
+    # against a swap (a swap may cut them), and are not listed in flight.
     ignore_websockets: bool = False
 
 
@@ -324,7 +331,8 @@ class Config(_Base):
 
     @_model_validator(mode="after")
     def _resolve_models(self) -> Config:
-        """Fill inherited model values: id, ttl, unloadTimeout, concurrency, loading state."""
+        """Fill inherited model values: id, ttl, unloadTimeout, concurrency, loading state;
+        force `comfyui_auto`'s compat and concurrency values."""
         if self.unload_timeout == 0:
             self.unload_timeout = DEFAULT_UNLOAD_TIMEOUT
         for model_id, m in self.models.items():
@@ -337,6 +345,10 @@ class Config(_Base):
                 m.concurrency_limit = DEFAULT_CONCURRENCY_LIMIT
             if "send_loading_state" not in m.model_fields_set:
                 m.send_loading_state = self.send_loading_state
+            if model_id == COMFYUI_MODEL_ID:
+                # A ComfyUI page keeps its websocket open and fires many small requests.
+                m.compat.ignore_websockets = True
+                m.concurrency_limit = max(m.concurrency_limit, COMFYUI_MIN_CONCURRENCY_LIMIT)
         return self
 
     def resolve_model(self, name: str) -> str | None:
