@@ -4,6 +4,9 @@ A peer model answers to `<peer>/<model>` and, when exactly one peer offers it an
 model or alias has the name, to its bare `<model>`. Local names always win. The request's
 `model` is rewritten to the peer's bare model ID, the peer's filters apply, and its `apiKey`
 (when set) replaces the client's credentials. Peer failures are 502 `peer proxy error: …`.
+
+`/upstream/<peer>/<model>/<path>` forwards `<path>` to the peer's `proxy` as it is (body
+untouched, websockets joined), with the same credentials.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from llamaswap.server.extract import BodyKind
 from llamaswap.server.filters import shape_body
 from llamaswap.server.forward import forward
 from llamaswap.server.state import AppState
+from llamaswap.server.websocket import is_websocket_upgrade, proxy_websocket
 
 
 def resolve_peer(config: Config, name: str) -> tuple[str, str] | None:
@@ -58,5 +62,33 @@ async def serve_peer(
         body=body,
         connect_timeout=float(peer.timeouts.connect),
         extra_headers={**changed_headers, **peer_auth_headers(peer.api_key)},
+        error_prefix="peer proxy error",
+    )
+
+
+async def serve_peer_raw(
+    request: web.Request, state: AppState, peer_id: str, path: str
+) -> web.StreamResponse:
+    """`/upstream/<peer model>/<path>`: the request as it is, to the peer's `proxy` + `path`."""
+    peer = state.config.peers[peer_id]
+    assert state.session is not None
+    auth = peer_auth_headers(peer.api_key)
+    if is_websocket_upgrade(request):
+        return await proxy_websocket(
+            request,
+            state.session,
+            base_url=peer.proxy,
+            path=path,
+            extra_headers=auth,
+            error_prefix="peer proxy error",
+        )
+    return await forward(
+        request,
+        state.session,
+        base_url=peer.proxy,
+        path=path,
+        body=await request.read(),
+        connect_timeout=float(peer.timeouts.connect),
+        extra_headers=auth,
         error_prefix="peer proxy error",
     )
