@@ -54,8 +54,18 @@ def _serve_options(f: click.decorators.FC) -> click.decorators.FC:
             is_flag=True,
             help="Reload the config when the file changes (SIGHUP always reloads).",
         ),
-        click.option("--tls-cert-file", type=click.Path(path_type=Path), default=None),
-        click.option("--tls-key-file", type=click.Path(path_type=Path), default=None),
+        click.option(
+            "--tls-cert-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="PEM certificate (chain): serve HTTPS. Needs --tls-key-file.",
+        ),
+        click.option(
+            "--tls-key-file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            default=None,
+            help="PEM private key of --tls-cert-file.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -102,6 +112,8 @@ def serve(
         raise click.UsageError("at least one of --config or --config-dir must be provided")
     if (tls_cert_file is None) != (tls_key_file is None):
         raise click.UsageError("--tls-cert-file and --tls-key-file must be given together")
+    if tls_cert_file is not None and tls_key_file is not None:
+        _check_tls_pair(tls_cert_file, tls_key_file)
     options = ServeOptions(
         config_path=config_path,
         config_dir=config_dir,
@@ -117,6 +129,20 @@ def serve(
         sys.exit(1)
     except OSError as exc:
         click.echo(f"llamaswap: {exc}", err=True)
+        sys.exit(1)
+
+
+def _check_tls_pair(cert: Path, key: Path) -> None:
+    """Fail before anything starts when the certificate and key cannot be used together."""
+    import ssl  # noqa: PLC0415 - keep --version fast
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        click.echo(
+            f"llamaswap: cannot use --tls-cert-file {cert} with --tls-key-file {key}: {exc}",
+            err=True,
+        )
         sys.exit(1)
 
 

@@ -15,6 +15,7 @@ import http.client
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -69,8 +70,10 @@ def call(
     body: Body = None,
     headers: Headers = None,
     timeout: float = 10,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> Reply:
-    """One request on a fresh connection; dict bodies are sent as JSON."""
+    """One request on a fresh connection; dict bodies are sent as JSON. `https://` bases
+    need `ssl_context`."""
     hdrs = dict(headers or {})
     payload: bytes | None
     if isinstance(body, dict):
@@ -80,7 +83,12 @@ def call(
         payload = body.encode()
     else:
         payload = body
-    conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=timeout)
+    conn: http.client.HTTPConnection
+    if base.startswith("https://"):
+        host = base.removeprefix("https://")
+        conn = http.client.HTTPSConnection(host, timeout=timeout, context=ssl_context)
+    else:
+        conn = http.client.HTTPConnection(base.removeprefix("http://"), timeout=timeout)
     try:
         conn.request(method, path, body=payload, headers=hdrs)
         resp = conn.getresponse()
@@ -106,6 +114,9 @@ class LlamaswapProcess:
     port: int = 0
     start_port: int = 0
     upstream_pids: set[int] = field(default_factory=set)
+    # Set when llamaswap serves HTTPS (`--tls-cert-file`): `base` is then https, and this
+    # context (trusting the server's certificate) is used for every call.
+    ssl_context: ssl.SSLContext | None = None
 
     @property
     def config_path(self) -> Path:
@@ -117,7 +128,8 @@ class LlamaswapProcess:
 
     @property
     def base(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def write_config(self, text: str) -> None:
         """Write `text` (prefixed with this run's `startPort`) as the config file."""
@@ -145,7 +157,8 @@ class LlamaswapProcess:
         if self.proc.poll() is not None:
             raise AssertionError(f"llamaswap exited {self.proc.returncode}:\n{self.log()}")
         try:
-            return call(self.base, "GET", "/health", timeout=1).status == 200
+            reply = call(self.base, "GET", "/health", timeout=1, ssl_context=self.ssl_context)
+            return reply.status == 200
         except OSError:
             return False
 
@@ -164,7 +177,7 @@ class LlamaswapProcess:
         timeout: float = 10,
     ) -> Reply:
         """`call` against this server; remembers the upstream pid an answer names."""
-        reply = call(self.base, method, path, body, headers, timeout)
+        reply = call(self.base, method, path, body, headers, timeout, self.ssl_context)
         self._note_pid(reply)
         return reply
 
