@@ -55,7 +55,7 @@ log = logging.getLogger("llamaswap.recording")
 
 COPY_LIMIT = 4 * 1024 * 1024
 # Bodies above this are parsed on a worker thread, not on the event loop.
-THREAD_PARSE_BYTES = 256 * 1024
+THREAD_PARSE_BYTES = 64 * 1024
 # The POST model routes of llama-swap [H] (server/app.py's BODY_ROUTES and VERSIONLESS_ROUTES;
 # a test keeps the two in step).
 RECORDED_PATHS = frozenset(
