@@ -19,6 +19,7 @@ from llamaswap.config.load import load_config_text
 from llamaswap.observe.events import EventBus
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.router import Router
+from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.state import AppState
@@ -46,7 +47,7 @@ async def running_llamaswap(config_yaml: str) -> AsyncIterator[tuple[str, AppSta
     config = load_config_text(f"startPort: {start_port}\n" + config_yaml)
     router = Router(config, events=EventBus(), upstream_log=LogBuffer())
     state = AppState(config, router, ApiKeyChecker(config.api_keys))
-    runner = web.AppRunner(build_app(state), handler_cancellation=True, access_log=None)
+    runner = web.AppRunner(build_app(state), handler_cancellation=True, **ACCESS_LOG)
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)

@@ -21,6 +21,7 @@ from llamaswap.observe.events import EventBus
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.router import Router
 from llamaswap.server import profiles
+from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.state import AppState
@@ -104,8 +105,8 @@ class Server:
         self._runner = web.AppRunner(
             build_app(self._state),
             handler_cancellation=True,
-            access_log=None,
             shutdown_timeout=SHUTDOWN_DRAIN_S,
+            **ACCESS_LOG,
         )
         await self._runner.setup()
         host, port = parse_listen(self.options.listen)
