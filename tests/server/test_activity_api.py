@@ -425,3 +425,33 @@ async def test_reconfigure_keeps_the_store_unless_its_path_changes(tmp_path: Pat
         assert state.activity is not before
         assert total_rows(state) == 0
         assert len(state.captures) == 0  # keyed by the old store's ids
+
+
+async def test_accept_encoding_is_only_reduced_for_recorded_requests() -> None:
+    async with (
+        running_llamaswap(fake_models_yaml(["m"])) as (base, _),
+        aiohttp.ClientSession(auto_decompress=False) as session,
+    ):
+        only_br = {"Accept-Encoding": "br"}
+        url = f"{base}/v1/chat/completions?compress=1"
+        async with session.post(url, json=CHAT, headers=only_br) as r:
+            assert r.headers["X-Fake-Accept-Encoding"] == ""  # nothing decodable was left
+            assert "Content-Encoding" not in r.headers
+            await r.read()
+        mixed = {"Accept-Encoding": "br, gzip"}
+        async with session.get(f"{base}/upstream/m/test?compress=1", headers=mixed) as r:
+            assert r.headers["X-Fake-Accept-Encoding"] == "br, gzip"  # not recorded: untouched
+            await r.read()
+
+
+async def test_answer_behind_a_loading_stream_is_recorded() -> None:
+    config = fake_models_yaml(["m"], extra="sendLoadingState: true")
+    async with running_llamaswap(config) as (base, _), aiohttp.ClientSession() as session:
+        body = {**CHAT, "stream": True}
+        async with session.post(f"{base}/v1/chat/completions?chunks=2", json=body) as r:
+            text = await r.text()
+        assert "loading model" in text  # the model was started behind a loading stream
+        row = (await rows(session, base))["data"][0]
+        assert row["resp_status_code"] == 200
+        assert row["resp_content_type"] == "text/event-stream"
+        assert (row["tokens"]["input_tokens"], row["tokens"]["output_tokens"]) == (25, 10)
