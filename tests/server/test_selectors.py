@@ -221,3 +221,19 @@ async def test_selectors_are_not_routed_on_upstream_paths() -> None:
         session.get(f"{base}/upstream/fast/health") as resp,
     ):
         assert resp.status == 404
+
+
+async def test_activity_rows_name_the_selector_and_the_resolved_model() -> None:
+    config = with_selectors("  fast: {strategy: pin, targets: [b]}\n")
+    async with running_llamaswap(config) as (base, _), aiohttp.ClientSession() as session:
+        await chat(session, base, "fast")
+        rows: list[dict[str, Any]] = []
+
+        async def recorded() -> bool:
+            async with session.get(f"{base}/api/metrics/activity") as resp:
+                rows[:] = (await resp.json())["data"]
+            return bool(rows)
+
+        await wait_until(recorded, message="activity row recorded")
+        assert rows[0]["model"] == "b"
+        assert rows[0]["metadata"]["selector"] == "fast"

@@ -34,6 +34,7 @@ from llamaswap.server.filters import shape_body
 from llamaswap.server.forward import new_client_session
 from llamaswap.server.loading import LoadingStream, wants_loading_stream
 from llamaswap.server.peers import resolve_peer, serve_peer
+from llamaswap.server.recording import request_metadata
 from llamaswap.server.responses import error_response, response_for_error
 from llamaswap.server.serving import resolve_local, serve_model
 from llamaswap.server.state import STATE, AppState
@@ -148,6 +149,7 @@ async def model_route(request: web.Request) -> web.StreamResponse:
     selector_id = shape.model
     with request.app[selectors.RESERVATIONS].reserve(state, selector_id) as target:
         request, body = profiles.rewrite_request(request, shape.kind, body, selector_id, target)
+        request_metadata(request)["selector"] = selector_id  # copied into the activity row
         return await _route_by_name(request, state, dataclasses.replace(shape, model=target), body)
 
 
