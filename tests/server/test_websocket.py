@@ -157,3 +157,18 @@ async def test_ignored_websocket_passes_when_loaded_and_does_not_block_a_swap() 
         msg = await ws.receive(timeout=10)
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
         assert ws.closed
+
+
+async def test_cancelling_the_in_flight_entry_closes_the_socket() -> None:
+    async with (
+        running_llamaswap(fake_models_yaml(["m"])) as (base, state),
+        aiohttp.ClientSession() as s,
+    ):
+        ws = await s.ws_connect(f"{base}/upstream/m/ws")
+        await hello(ws)
+        [entry] = state.inflight.snapshot()
+        async with s.post(f"{base}/api/inflight/{entry['id']}/cancel") as resp:
+            assert resp.status == 200
+        msg = await ws.receive(timeout=10)
+        assert (msg.type, msg.data) == (WSMsgType.CLOSE, 1001)
+        await wait_until(lambda: state.router.lease_count("m") == 0, message="lease released")
