@@ -224,3 +224,20 @@ async def test_reloads_under_mixed_load_lose_no_request(tmp_path: Path) -> None:
         await asyncio.wait_for(asyncio.gather(*clients), 30)
         assert failures == []
         assert served > 30
+
+
+async def test_activity_history_survives_a_reload(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    start = free_port_block(8)
+    text = config_yaml(start, {"a": "one"})
+    async with running_server(path, text) as (base, server), aiohttp.ClientSession() as session:
+        await chat(session, base, "a")
+        store = server.state.activity
+        await wait_until(lambda: store.stats()["total_requests"] == 1, message="row recorded")
+        write_config(path, config_yaml(start, {"a": "two"}))
+        await server.reload()
+        assert server.state.activity is store
+        await chat(session, base, "a")
+        async with session.get(f"{base}/api/metrics/activity?sort=id&order=asc") as resp:
+            rows = (await resp.json())["data"]
+        assert [r["id"] for r in rows] == [1, 2]

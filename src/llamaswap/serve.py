@@ -169,6 +169,7 @@ class Server:
         assert self._state is not None
         configure_logging(config)
         router = await self._state.router.hand_over(config)
+        self._state.reconfigure_observe(config)
         self._state.config = config
         self._state.router = router
         self._state.keys = ApiKeyChecker(config.api_keys)
