@@ -44,6 +44,8 @@ async def test_echo_through_upstream_with_protocol_query_and_close_code() -> Non
             greeting = await hello(ws)
             assert (greeting["model"], greeting["protocol"]) == ("m", "superchat")
             assert greeting["query"] == "clientId=7"
+            # The client's Host is kept (a web UI compares it with the page's Origin).
+            assert greeting["host"] == base.removeprefix("http://")
             await ws.send_str("text ✓")
             assert await ws.receive_str(timeout=10) == "text ✓"
             payload = bytes(range(256)) * 1024  # larger than one read, all byte values

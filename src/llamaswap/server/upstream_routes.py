@@ -125,7 +125,9 @@ async def _websocket(
     request: web.Request, state: AppState, upstream: str, path: str
 ) -> web.StreamResponse:
     assert state.session is not None
-    return await proxy_websocket(request, state.session, base_url=upstream, path=path)
+    return await proxy_websocket(
+        request, state.session, base_url=upstream, path=path, keep_host=True
+    )
 
 
 def _ignored(state: AppState, path: str) -> bool:

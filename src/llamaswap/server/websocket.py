@@ -86,13 +86,19 @@ async def proxy_websocket(
     base_url: str,
     path: str,
     extra_headers: Mapping[str, str] | None = None,
+    keep_host: bool = False,
     error_prefix: str = "upstream websocket failed",
 ) -> web.StreamResponse:
-    """Join the client's websocket to `base_url + path` (query kept) until either closes."""
+    """Join the client's websocket to `base_url + path` (query kept) until either closes.
+
+    `keep_host` sends the client's `Host` (local upstreams, spec §3.4): web UIs such as
+    ComfyUI refuse a websocket whose `Origin` does not match the `Host` they are given."""
     url = join_url(base_url, path, request.query_string)
     headers = upstream_headers(request.headers, request.remote)
     for name in _HANDSHAKE_HEADERS:
         headers.popall(name, None)
+    if keep_host and request.host:
+        headers["Host"] = request.host
     if extra_headers:
         headers.update(extra_headers)
     try:

@@ -19,7 +19,7 @@ run real child processes without a model. Extras over the Go helper:
   allows (aiohttp's choice) and reports the header it got in `X-Fake-Accept-Encoding`.
 * `/v1/embeddings` returns small deterministic vectors; unknown routes echo `<METHOD> <path>`.
 * `/ws` (a websocket upgrade; a plain GET is echoed like any unknown route) first sends
-  `{"model", "pid", "protocol", "query"}` as text, then echoes text and binary messages;
+  `{"model", "pid", "protocol", "query", "host"}` as text, then echoes text and binary messages;
   the text `close <code>` makes it close the socket with that code.
 * `/v1/audio/speech` with `"response_format": "wav"` answers a short WAV tone (`audio/wav`);
   without it, the Go helper's `{"message": "ok"}`.
@@ -391,6 +391,7 @@ class _Responder:
             "pid": self.pid,
             "protocol": ws.ws_protocol,
             "query": request.query_string,
+            "host": request.host,
         }
         await ws.send_str(json.dumps(hello))
         async for msg in ws:
