@@ -1,5 +1,6 @@
-"""The Models page beyond local models: capabilities, peers, selectors, the active
-profile's pins and the profile switcher (`GET /api/profiles`, `PUT /api/profiles/active`)."""
+"""The Models page beyond local models: capabilities, peers, selectors (from `/v1/models`),
+the active profile's pins and the profile switcher (`GET /api/profiles`,
+`PUT /api/profiles/active`)."""
 
 from __future__ import annotations
 
@@ -48,7 +49,9 @@ RICH = (
 )
 
 
-def test_ui_models_page_shows_peers_and_switches_profiles(browser: Any, tmp_path: Path) -> None:
+def test_ui_models_page_shows_peers_selectors_and_switches_profiles(
+    browser: Any, tmp_path: Path
+) -> None:
     with llamaswap(tmp_path, RICH) as server:
         page = open_page(browser, server, "models")
         try:
@@ -60,6 +63,11 @@ def test_ui_models_page_shows_peers_and_switches_profiles(browser: Any, tmp_path
             peer = page.locator('[data-peer="remote"]')
             expect(peer.locator('[data-peer-model="remote/big-model"]')).to_be_visible()
             expect(peer.locator('[data-peer-model="remote/small-model"]')).to_be_visible()
+            auto = page.locator('[data-selector="auto"]')
+            expect(auto).to_contain_text("warm")
+            expect(auto).to_contain_text("whichever is warm")
+            expect(auto.locator('[data-target="beta"]')).to_be_visible()
+            expect(auto).to_have_attribute("data-state", "stopped")
 
             select = page.locator("#profile-select")
             expect(page.locator("#profile-box")).to_be_visible()
@@ -78,6 +86,9 @@ def test_ui_models_page_shows_peers_and_switches_profiles(browser: Any, tmp_path
             assert server.chat("quick").status == 200
             expect(pin.locator('[data-target="alpha"]')).to_have_attribute("data-state", "ready")
             expect(alpha).to_have_attribute("data-state", "ready")
+            # the warm selector's dot follows its liveliest target
+            expect(auto).to_have_attribute("data-state", "ready")
+            expect(auto.locator('[data-target="alpha"]')).to_have_attribute("data-state", "ready")
             shoot(page, tmp_path, "models", full_page=True)
 
             # a switch made elsewhere shows up through the profileChanged event
@@ -90,28 +101,5 @@ def test_ui_models_page_shows_peers_and_switches_profiles(browser: Any, tmp_path
             select.select_option("")
             expect(page.locator("#pin-list")).to_be_hidden()
             assert server.call("GET", "/api/profiles").json()["active"] is None
-        finally:
-            close(page)
-
-
-def test_ui_models_page_shows_selectors(browser: Any, tmp_path: Path) -> None:
-    """Selectors from `/v1/models` (`meta.llamaswap.type == "selector"`) with their strategy
-    and targets; a warm selector's dot follows its liveliest target."""
-    with llamaswap(tmp_path, RICH) as server:
-        listed = server.call("GET", "/v1/models").json()["data"]
-        types = {e.get("meta", {}).get("llamaswap", {}).get("type") for e in listed}
-        if "selector" not in types:
-            pytest.skip("this build's /v1/models does not list selectors")
-        page = open_page(browser, server, "models")
-        try:
-            auto = page.locator('[data-selector="auto"]')
-            expect(auto).to_contain_text("warm")
-            expect(auto).to_contain_text("whichever is warm")
-            expect(auto.locator('[data-target="alpha"]')).to_be_visible()
-            expect(auto.locator('[data-target="beta"]')).to_be_visible()
-            expect(auto).to_have_attribute("data-state", "stopped")
-            assert server.chat("beta").status == 200
-            expect(auto).to_have_attribute("data-state", "ready")
-            expect(auto.locator('[data-target="beta"]')).to_have_attribute("data-state", "ready")
         finally:
             close(page)

@@ -168,18 +168,28 @@ def test_ui_asks_for_api_key_then_works(browser: Any, tmp_path: Path) -> None:
 class Background:
     """One blocking request on a thread: its reply or error, and how long it took."""
 
-    def __init__(self, server: LlamaswapProcess, model: str, wait: str = "") -> None:
+    def __init__(
+        self,
+        server: LlamaswapProcess,
+        model: str,
+        wait: str = "",
+        headers: dict[str, str] | None = None,
+    ) -> None:
         path = "/v1/chat/completions" + (f"?wait={wait}" if wait else "")
         self.reply: Reply | None = None
         self.error: BaseException | None = None
         self.seconds = 0.0
-        self._thread = threading.Thread(target=self._run, args=(server, path, model), daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, args=(server, path, model, headers), daemon=True
+        )
         self._thread.start()
 
-    def _run(self, server: LlamaswapProcess, path: str, model: str) -> None:
+    def _run(
+        self, server: LlamaswapProcess, path: str, model: str, headers: dict[str, str] | None
+    ) -> None:
         started = time.monotonic()
         try:
-            self.reply = server.call("POST", path, chat_body(model), timeout=60)
+            self.reply = server.call("POST", path, chat_body(model), headers, timeout=60)
         except Exception as exc:  # the connection cut by a cancel lands here
             self.error = exc
         finally:
@@ -210,9 +220,10 @@ def test_ui_activity_lists_and_cancels_inflight(browser: Any, tmp_path: Path) ->
         waiting: Background | None = None
         try:
             expect(page.locator("#inflight-empty")).to_have_text("No requests in flight.")
-            held = Background(server, "alpha", wait="20s")
+            held = Background(server, "alpha", wait="20s", headers={"X-Session-ID": "chat-42"})
             row = page.locator('#inflight-rows tr[data-model="alpha"]')
             expect(row).to_be_visible()
+            expect(row.locator("td.session")).to_have_text("chat-42")  # ui.activity.session_id
             expect(row).to_contain_text("POST")
             expect(row).to_contain_text("/v1/chat/completions")
             expect(row).to_contain_text("127.0.0.1")

@@ -11,6 +11,16 @@ export function fmtElapsed(ms) {
   return `${m} min ${String(Math.floor(s % 60)).padStart(2, "0")} s`;
 }
 
+/** The request's session id: the first `ui.activity.session_id` header it carries. */
+export function sessionOf(headers, names) {
+  const lower = new Map(Object.entries(headers || {}).map(([k, v]) => [k.toLowerCase(), v]));
+  for (const name of names || []) {
+    const v = lower.get(String(name).toLowerCase());
+    if (v) return String(v);
+  }
+  return "";
+}
+
 export function mount(view, store) {
   const count = el("span", { class: "muted", id: "inflight-count" });
   const queue = el("span", { class: "tag", id: "activity-queue", "data-depth": "0" });
@@ -19,7 +29,7 @@ export function mount(view, store) {
   const error = el("p", { class: "error", id: "inflight-error", hidden: true });
   const table = el("table", { class: "inflight", id: "inflight-table" },
     el("thead", {}, el("tr", {},
-      ["ID", "Model", "Method", "Path", "Remote IP", "Elapsed", ""].map((h) => el("th", { scope: "col" }, h)))),
+      ["ID", "Model", "Session", "Method", "Path", "Remote IP", "Elapsed", ""].map((h) => el("th", { scope: "col" }, h)))),
     body);
   view.append(
     el("div", { class: "toolbar" }, el("h1", {}, "Activity"), count, el("span", { class: "grow" }), queue),
@@ -55,6 +65,7 @@ export function mount(view, store) {
     const tr = el("tr", { "data-id": r.id, "data-model": r.model },
       el("td", { class: "mono" }, r.id),
       el("td", { class: "model-name" }, r.model),
+      el("td", { class: "mono session" }, sessionOf(r.req_headers, store.uiConfig?.activity?.session_id)),
       el("td", { class: "mono" }, r.method),
       el("td", { class: "mono path" }, r.req_path),
       el("td", { class: "mono" }, r.remote_ip),

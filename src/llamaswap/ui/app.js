@@ -20,6 +20,7 @@ export const store = {
   queue: [],             // [{t, depth}] queue depth changes, oldest first
   queueDepth: 0,         // the latest queue depth
   activeProfile: null,   // the active profile's name (profileChanged), null for none
+  uiConfig: null,        // the uiConfig payload ({activity: {session_id: [header names]}})
   listeners: new Set(),  // fn(kind, payload)
   emit(kind, payload) { for (const fn of this.listeners) fn(kind, payload); },
   subscribe(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); },
@@ -53,6 +54,7 @@ function onEvent(frame) {
   }
   else if (msg.type === "inflight" && payload) onInflight(payload);
   else if (msg.type === "profileChanged" && payload) store.activeProfile = payload.active ?? null;
+  else if (msg.type === "uiConfig" && payload) store.uiConfig = payload;
   else if (msg.type === "queue" && payload && typeof payload.depth === "number") {
     const now = Date.now();
     store.queueDepth = payload.depth;

@@ -10,7 +10,7 @@ const COLUMNS = [
   // [sort key (null: not sortable), header, cell(row)]
   ["id", "ID", (r) => el("td", { class: "mono" }, r.id)],
   ["time", "Time", (r) => timeCell(r.timestamp)],
-  ["model", "Model", (r) => el("td", { class: "model-name" }, r.model, metadataTags(r.metadata))],
+  ["model", "Model", (r) => el("td", { class: "model" }, r.model, metadataTags(r.metadata))],
   ["req_path", "Path", (r) => el("td", { class: "mono path" }, r.req_path ?? "")],
   ["resp_status_code", "Status", (r) => el("td", {
     class: `mono${r.error_msg || r.resp_status_code >= 400 ? " error" : ""}`, title: r.error_msg || r.resp_content_type || null,
@@ -84,20 +84,20 @@ export function histogram(id, title, h) {
     return box;
   }
   box.dataset.count = String(total);
-  const W = 300, H = 90, top = 4, bottom = 16;
+  // Bars only in the (stretched) SVG; the axis labels are HTML so they keep their shape.
+  const W = 300, H = 70, top = 2;
   const max = Math.max(...bins);
   const bw = W / bins.length;
-  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "hist-chart", role: "img", "aria-label": `${title} histogram` });
+  const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", class: "hist-chart", role: "img", "aria-label": `${title} histogram` });
   bins.forEach((count, i) => {
-    const bh = max ? ((H - top - bottom) * count) / max : 0;
-    const rect = svg("rect", { x: i * bw + 1, y: H - bottom - bh, width: Math.max(bw - 2, 1), height: bh, class: "bar" });
+    const bh = max ? ((H - top) * count) / max : 0;
+    const rect = svg("rect", { x: i * bw + 1, y: H - bh, width: Math.max(bw - 2, 1), height: bh, class: "bar" });
     const lo = h.min + i * h.binSize;
     rect.append(svg("title", {}, `${lo.toFixed(1)}–${(lo + h.binSize).toFixed(1)} tok/s: ${count}`));
     chart.append(rect);
   });
-  chart.append(svg("text", { x: 0, y: H - 3, class: "axis" }, Number(h.min).toFixed(1)));
-  chart.append(svg("text", { x: W, y: H - 3, class: "axis", "text-anchor": "end" }, Number(h.max).toFixed(1)));
-  box.append(chart, el("div", { class: "percentiles mono" },
+  box.append(chart, el("div", { class: "hist-axis mono" }, el("span", {}, Number(h.min).toFixed(1)), el("span", {}, Number(h.max).toFixed(1))));
+  box.append(el("div", { class: "percentiles mono" },
     ["p50", "p95", "p99"].map((p) => el("span", { "data-p": p }, `${p} ${Number(h[p] ?? 0).toFixed(1)}`)), "tok/s"));
   return box;
 }

@@ -119,7 +119,7 @@ export function mount(view, store) {
       ),
       title ? el("div", {}, title) : null,
       m.description ? el("p", { class: "desc" }, m.description) : null,
-      m.aliases?.length ? el("div", { class: "aliases" }, m.aliases.map((a) => el("span", { class: "tag", title: "alias" }, a))) : null,
+      m.aliases?.length ? el("div", { class: "aliases" }, el("span", { class: "muted small" }, "aliases"), m.aliases.map((a) => el("span", { class: "tag", title: "alias" }, a))) : null,
       caps,
       logBox,
     );
@@ -278,7 +278,7 @@ export function mount(view, store) {
         method: "PUT",
         headers: { "Content-Type": "application/json" },
         body: JSON.stringify({ name }),
-      }), name ? `profile ${name} active` : "no profile active");
+      }), ""); // the select shows the outcome; only errors are reported
     } finally {
       profileSelect.disabled = false;
     }
