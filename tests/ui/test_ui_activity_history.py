@@ -10,14 +10,9 @@ from typing import Any
 
 import pytest
 from browser_pages import TWO_MODELS, close, expect, open_page, shoot
-from llamaswap_proc import LlamaswapProcess, llamaswap
+from llamaswap_proc import LlamaswapProcess, chat_body, llamaswap
 
 pytestmark = pytest.mark.ui
-
-
-def require_activity_api(server: LlamaswapProcess) -> None:
-    if server.call("GET", "/api/metrics/activity").status == 404:
-        pytest.skip("this build has no activity API (GET /api/metrics/activity answers 404)")
 
 
 def activity_ids(server: LlamaswapProcess, query: str) -> list[int]:
@@ -27,7 +22,6 @@ def activity_ids(server: LlamaswapProcess, query: str) -> list[int]:
 
 def test_ui_activity_history_pages_sorts_filters(browser: Any, tmp_path: Path) -> None:
     with llamaswap(tmp_path, "captureBuffer: 5\n" + TWO_MODELS) as server:
-        require_activity_api(server)
         page = open_page(browser, server, "activity")
         rows = page.locator("#history-rows tr")
         pager = page.locator("#history-page")
@@ -42,7 +36,8 @@ def test_ui_activity_history_pages_sorts_filters(browser: Any, tmp_path: Path) -
 
             for _ in range(10):
                 assert server.chat("alpha").status == 200
-            assert server.chat("beta").status == 200
+            streamed = server.call("POST", "/v1/chat/completions", chat_body("beta", stream=True))
+            assert streamed.status == 200
             expect(pager).to_have_attribute("data-total", "12")
             expect(page.locator("#stat-requests")).to_have_text("12")
             expect(page.locator("#hist-gen")).not_to_have_attribute("data-count", "0")
@@ -79,7 +74,7 @@ def test_ui_activity_history_pages_sorts_filters(browser: Any, tmp_path: Path) -
             expect(pager).to_have_attribute("data-total", "12")
             shoot(page, tmp_path, "activity", full_page=True)
 
-            # the capture viewer: the request body pretty-printed, the response's JSON
+            # the capture viewer: the request body pretty-printed, the streamed answer as text
             row = rows.filter(has=page.locator("button[data-capture]")).first
             row.locator("button[data-capture]").click()
             dialog = page.locator("#capture-dialog")
@@ -89,7 +84,10 @@ def test_ui_activity_history_pages_sorts_filters(browser: Any, tmp_path: Path) -
             expect(req).to_have_attribute("data-kind", "json")
             expect(req).to_contain_text('"messages": [')
             expect(req).to_contain_text('"model": "beta"')
-            expect(dialog.locator("#capture-resp-body")).to_contain_text('"choices"')
+            resp = dialog.locator("#capture-resp-body")  # the event stream, as text
+            expect(resp).to_have_attribute("data-kind", "text")
+            expect(resp).to_contain_text('data: {"')
+            expect(resp).to_contain_text('"choices"')
             expect(dialog).to_contain_text("/v1/chat/completions")
             shoot(page, tmp_path, "activity-capture")
             dialog.locator("#capture-close").click()
