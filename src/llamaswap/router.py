@@ -51,6 +51,8 @@ class Lease:
     model: str
     upstream: str
     _release: Callable[[], None] = field(repr=False)
+    # From the config that granted it: a reload may drop the model while the lease is held.
+    connect_timeout: float | None = None
     _released: bool = field(default=False, repr=False)
 
     def release(self) -> None:
@@ -274,10 +276,12 @@ class Router:
 
     def _grant(self, grant: Grant) -> None:
         future = self._waiters.get(grant.request_id)
+        model = self.config.models[grant.model]
         lease = Lease(
             grant.model,
-            self.config.models[grant.model].proxy,
+            model.proxy,
             lambda: self._release(grant.request_id),
+            connect_timeout=float(model.timeouts.connect),
         )
         if future is None or future.done():
             lease.release()  # the caller already left: never leave a lease dangling

@@ -101,3 +101,27 @@ async def test_peer_models_are_listed(peer_server: tuple[str, list[dict[str, Any
     assert listed["remote/big-model"]["meta"]["llamaswap"] == {"type": "peer", "peerID": "remote"}
     assert listed["remote/big-model"]["name"] == "remote: big-model"
     assert "dead/gone" in listed and "local" in listed
+
+
+async def test_peer_gets_its_own_host_and_is_recorded_as_peer_model(
+    peer_server: tuple[str, list[dict[str, Any]]],
+) -> None:
+    url, seen = peer_server
+    async with running_llamaswap(peers_yaml(url)) as (base, _), aiohttp.ClientSession() as session:
+        status, _ = await post_chat(session, base, "remote/big-model")
+        assert status == 200
+        assert seen[-1]["headers"]["Host"] == url.removeprefix("http://").removesuffix("/base")
+        async with session.get(f"{base}/api/metrics/activity") as resp:
+            rows = (await resp.json())["data"]
+        assert [(r["model"], r["resp_status_code"]) for r in rows] == [("remote/big-model", 200)]
+
+
+async def test_local_upstream_keeps_the_clients_host() -> None:
+    async with (
+        running_llamaswap(fake_models_yaml(["local"])) as (base, _),
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/upstream/local/headers") as resp,
+    ):
+        forwarded = await resp.json()
+    assert forwarded["Host"] == base.removeprefix("http://")
+    assert forwarded["X-Forwarded-For"] == "127.0.0.1"

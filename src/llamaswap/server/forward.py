@@ -91,15 +91,20 @@ async def forward(
     extra_headers: Mapping[str, str] | None = None,
     error_prefix: str = "upstream request failed",
     tap: ResponseTap | None = None,
+    keep_host: bool = False,
 ) -> web.StreamResponse:
     """Send the request to `base_url + path` and stream the answer back to the client.
 
     With `into` (an already prepared response, e.g. a loading-state stream) only the upstream
     body is appended to it: its status and headers were sent already. A `tap` sees the
-    exchange; each chunk reaches it only after the client got it.
+    exchange; each chunk reaches it only after the client got it. `keep_host` sends the
+    client's Host (local upstreams, spec §3.4: e.g. ComfyUI checks Origin against Host);
+    otherwise the upstream's own host is sent (peers).
     """
     url = join_url(base_url, path, request.query_string)
     headers = upstream_headers(request.headers, request.remote)
+    if keep_host and request.host:
+        headers["Host"] = request.host
     if extra_headers:
         headers.update(extra_headers)
     if tap is not None:

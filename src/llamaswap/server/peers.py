@@ -18,6 +18,7 @@ from llamaswap.config.names import peer_names
 from llamaswap.server.extract import BodyKind
 from llamaswap.server.filters import shape_body
 from llamaswap.server.forward import forward
+from llamaswap.server.recording import record_exchange
 from llamaswap.server.state import AppState
 from llamaswap.server.websocket import is_websocket_upgrade, proxy_websocket
 
@@ -54,15 +55,26 @@ async def serve_peer(
         set_params_by_id=None,
     )
     assert state.session is not None
-    return await forward(
+    session = state.session
+    headers = {**changed_headers, **peer_auth_headers(peer.api_key)}
+    return await record_exchange(
         request,
-        state.session,
-        base_url=peer.proxy,
-        path=path,
-        body=body,
-        connect_timeout=float(peer.timeouts.connect),
-        extra_headers={**changed_headers, **peer_auth_headers(peer.api_key)},
-        error_prefix="peer proxy error",
+        state,
+        f"{peer_id}/{model}",
+        path,
+        body,
+        lambda tap: forward(
+            request,
+            session,
+            base_url=peer.proxy,
+            path=path,
+            body=body,
+            connect_timeout=float(peer.timeouts.connect),
+            extra_headers=headers,
+            error_prefix="peer proxy error",
+            tap=tap,
+        ),
+        changed_headers,
     )
 
 

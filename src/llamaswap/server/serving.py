@@ -72,17 +72,17 @@ async def _serve_leased(
         if state.before_forward is not None:
             await state.before_forward(model_id)
         assert state.session is not None
-        timeouts = state.config.models[model_id].timeouts
         return await forward(
             request,
             state.session,
             base_url=lease.upstream,
             path=path,
             body=body,
-            connect_timeout=float(timeouts.connect),
+            connect_timeout=lease.connect_timeout,
             into=loading.response if loading is not None else None,
             extra_headers=headers,
             tap=recorder,
+            keep_host=True,
         )
     finally:
         lease.release()

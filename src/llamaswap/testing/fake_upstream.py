@@ -17,7 +17,8 @@ run real child processes without a model. Extras over the Go helper:
   (`{"error": {"message": "fake failure <status>"}}`).
 * `?compress=1` compresses a JSON or streamed answer as the request's `Accept-Encoding`
   allows (aiohttp's choice) and reports the header it got in `X-Fake-Accept-Encoding`.
-* `/v1/embeddings` returns small deterministic vectors; unknown routes echo `<METHOD> <path>`.
+* `/v1/embeddings` returns small deterministic vectors; `/headers` answers the request headers
+  as JSON; unknown routes echo `<METHOD> <path>`.
 * `/ws` (a websocket upgrade; a plain GET is echoed like any unknown route) first sends
   `{"model", "pid", "protocol", "query", "host"}` as text, then echoes text and binary messages;
   the text `close <code>` makes it close the socket with that code.
@@ -403,6 +404,10 @@ class _Responder:
                 await ws.send_bytes(msg.data)
         return ws
 
+    async def headers(self, request: web.Request) -> web.StreamResponse:
+        """The request's headers as a JSON object (what the proxy forwarded)."""
+        return web.json_response(dict(request.headers))
+
     async def echo(self, request: web.Request) -> web.StreamResponse:
         await request.read()
         return web.Response(text=f"{request.method} {request.path}")
@@ -434,6 +439,7 @@ def build_app(opts: Options) -> web.Application:
         app.router.add_post(path, r.rerank)
     app.router.add_get("/slow-respond", r.slow_respond)
     app.router.add_get("/test", r.test)
+    app.router.add_get("/headers", r.headers)
     app.router.add_get("/env", r.env)
     app.router.add_get("/health", r.health)
     app.router.add_get("/ws", r.websocket)
