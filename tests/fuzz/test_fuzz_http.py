@@ -508,17 +508,7 @@ def requests(draw: st.DrawFn) -> Request:
 UPSTREAM_STATUSES = (502, 503, 504)
 
 
-def known_bug(request: Request) -> str | None:
-    """Bugs found by this fuzzer in modules being changed elsewhere; each has a strict xfail
-    reproducer below, so fixing it fails that test and this exemption is removed with it."""
-    if request.path.startswith("/ui/") and any(len(p) > 255 for p in request.path.split("/")):
-        return "server/ui_routes.py ui_file: is_file() raises OSError (ENAMETOOLONG): a 500"
-    return None
-
-
 def check(server: Server, request: Request) -> None:
-    if known_bug(request):
-        return
     stream_ok = any(request.path.startswith(p) for p in STREAM_PATHS)
     response = exchange(server.port, request.raw, stream_ok)
     errors = list(server.errors)
@@ -587,11 +577,3 @@ def test_still_serving_after_fuzzing(servers: tuple[Server, Server]) -> None:
         response = exchange(server.port, raw, False)
         assert response is not None and response.status == 200, response
         assert json.loads(response.body)["model"] == "a"
-
-
-@pytest.mark.xfail(reason="known bug in server/ui_routes.py: see known_bug()", strict=True)
-def test_known_bug_ui_file_name_too_long(servers: tuple[Server, Server]) -> None:
-    raw = b"GET /ui/" + b"a" * 300 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    response = exchange(servers[0].port, raw, False)
-    servers[0].errors.clear()
-    assert response is not None and response.status < 500, response

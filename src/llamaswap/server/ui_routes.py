@@ -46,7 +46,10 @@ def ui_file(tail: str) -> Traversable | None:
     node = _root()
     for part in parts:
         node = node.joinpath(part)
-    return node if parts and node.is_file() else None
+    try:
+        return node if parts and node.is_file() else None
+    except (OSError, ValueError):  # e.g. a segment longer than the file system allows
+        return None
 
 
 def _serve(node: Traversable, name: str) -> web.Response:
