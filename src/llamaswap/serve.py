@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from llamaswap.config.load import load_config
 from llamaswap.config.model import Config
@@ -54,10 +55,25 @@ def parse_listen(listen: str) -> tuple[str | None, int]:
     return (host or None), int(port)
 
 
+class QuietBadRequests(logging.Filter):
+    """aiohttp logs each malformed HTTP request with a traceback (on stderr, via Python's
+    last-resort handler). The client got its 400 already; keep one line at DEBUG instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):  # BadHttpMessage and its kin
+            log.debug("malformed request: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            return False
+        return True
+
+
 def configure_logging(config: Config) -> None:
     level = getattr(logging, config.log_level.upper(), logging.INFO)
     root = logging.getLogger("llamaswap")
     root.setLevel(level)
+    aiohttp_server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, QuietBadRequests) for f in aiohttp_server.filters):
+        aiohttp_server.addFilter(QuietBadRequests())
     if not root.handlers:
         handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))

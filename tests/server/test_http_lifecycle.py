@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -181,3 +182,21 @@ def test_sigterm_with_a_ttl_model_loaded_exits_promptly(tmp_path: Path) -> None:
         began = time.monotonic()
         server.stop()  # SIGTERM; asserts exit 0 and no orphans
         assert time.monotonic() - began < 10
+
+
+# -- malformed HTTP ----------------------------------------------------------------------------
+
+
+def test_malformed_requests_get_400_and_log_no_traceback(tmp_path: Path) -> None:
+    with llamaswap(tmp_path, ONE_MODEL) as server:
+        for raw in (
+            b"GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
+            b"BAD\x00LINE\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+                conn.sendall(raw)
+                assert conn.recv(64).startswith(b"HTTP/1.0 400")
+        assert server.chat("first").status == 200  # still serving
+        assert wait_until_sync(lambda: '"POST /v1/chat/completions' in server.log(), 5)
+        assert "Traceback" not in server.log()
+        assert "BadHttpMessage" not in server.log()
