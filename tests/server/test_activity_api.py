@@ -18,8 +18,12 @@ from helpers import wait_until
 from inprocess import fake_models_yaml, running_llamaswap
 from llamaswap.config.load import load_config_text
 from llamaswap.observe.activity import ActivityQuery
+from llamaswap.observe.events import EventBus
+from llamaswap.observe.logbuffer import LogBuffer
+from llamaswap.router import Router
 from llamaswap.server import app as app_module
-from llamaswap.server.recording import RECORDED_PATHS
+from llamaswap.server.auth import ApiKeyChecker
+from llamaswap.server.model_paths import RECORDED_PATHS
 from llamaswap.server.state import AppState
 
 DEADLINE = 10.0
@@ -175,8 +179,17 @@ async def test_only_model_route_posts_are_recorded_including_upstream_remainders
 
 
 def test_recorded_paths_are_the_apps_model_post_routes() -> None:
-    routes = set(app_module.BODY_ROUTES) | set(app_module.VERSIONLESS_ROUTES)
-    assert routes == RECORDED_PATHS
+    config = load_config_text(fake_models_yaml(["m"]))
+    router = Router(config, events=EventBus(), upstream_log=LogBuffer())
+    app = app_module.build_app(AppState(config, router, ApiKeyChecker([])))
+    posted = {
+        route.resource.canonical
+        for route in app.router.routes()
+        if route.method == "POST"
+        and route.handler is app_module.model_route
+        and route.resource is not None
+    }
+    assert posted == RECORDED_PATHS
 
 
 async def test_failed_start_is_recorded_as_our_error() -> None:

@@ -10,6 +10,7 @@ from aiohttp import web
 from llamaswap.config.model import CapabilitiesConfig
 from llamaswap.errors import ModelNotFound
 from llamaswap.server import profiles, selectors
+from llamaswap.server.listing import list_entry
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
@@ -54,16 +55,7 @@ def capability_fields(caps: CapabilitiesConfig) -> dict[str, Any]:
 
 def _model_entry(state: AppState, model_id: str, listed_id: str, now: int) -> dict[str, Any]:
     model = state.config.models[model_id]
-    entry: dict[str, Any] = {
-        "id": listed_id,
-        "object": "model",
-        "created": now,
-        "owned_by": "llama-swap",
-    }
-    if model.name:
-        entry["name"] = model.name
-    if model.description:
-        entry["description"] = model.description
+    entry = list_entry(listed_id, now, name=model.name, description=model.description)
     meta: dict[str, Any] = dict(model.metadata)
     if not model.capabilities.is_empty():
         # Configured capabilities win over same-named metadata keys.
@@ -97,18 +89,16 @@ async def list_models(request: web.Request) -> web.Response:
     for peer_id in sorted(state.config.peers):
         for peer_model in state.config.peers[peer_id].models:
             data.append(
-                {
-                    "id": f"{peer_id}/{peer_model}",
-                    "object": "model",
-                    "created": now,
-                    "owned_by": "llama-swap",
-                    "name": f"{peer_id}: {peer_model}",
-                    "meta": {"llamaswap": {"type": "peer", "peerID": peer_id}},
-                    "status": {"value": "unloaded"},
-                }
+                list_entry(
+                    f"{peer_id}/{peer_model}",
+                    now,
+                    name=f"{peer_id}: {peer_model}",
+                    meta={"type": "peer", "peerID": peer_id},
+                    loaded=False,
+                )
             )
     data.extend(profiles.listing_entries(state, now))
-    data.extend(selectors.listing_entries(state))
+    data.extend(selectors.listing_entries(state, now))
     data.sort(key=lambda e: e["id"])
     headers = {}
     if origin := request.headers.get("Origin"):

@@ -33,6 +33,12 @@ from llamaswap.server.extract import RequestShape, shape_request
 from llamaswap.server.filters import shape_body
 from llamaswap.server.forward import new_client_session
 from llamaswap.server.loading import LoadingStream, wants_loading_stream
+from llamaswap.server.model_paths import (
+    BODY_ROUTES,
+    QUERY_ROUTES,
+    VERSIONLESS_ROUTES,
+    upstream_path,
+)
 from llamaswap.server.peers import resolve_peer, serve_peer
 from llamaswap.server.recording import request_metadata
 from llamaswap.server.responses import error_response, response_for_error
@@ -41,55 +47,6 @@ from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
 log = logging.getLogger("llamaswap.server")
-
-# Routes whose model comes from the request body (JSON, multipart or form).
-BODY_ROUTES = (
-    "/v1/chat/completions",
-    "/v1/responses",
-    "/v1/completions",
-    "/v1/messages",
-    "/v1/messages/count_tokens",
-    "/v1/embeddings",
-    "/reranking",
-    "/rerank",
-    "/v1/rerank",
-    "/v1/reranking",
-    "/infill",
-    "/completion",
-    "/v1/audio/speech",
-    "/v1/audio/voices",
-    "/v1/images/generations",
-    "/sdapi/v1/txt2img",
-    "/sdapi/v1/img2img",
-    "/v1/audio/transcriptions",
-    "/v1/images/edits",
-    "/audioapi/v1/tasks/run",
-)
-# Versionless routes: `/v/x` is forwarded as `/x`.
-VERSIONLESS_ROUTES = tuple(
-    f"/v/{p}"
-    for p in (
-        "chat/completions",
-        "responses",
-        "completions",
-        "messages",
-        "messages/count_tokens",
-        "embeddings",
-        "rerank",
-        "reranking",
-    )
-)
-# Routes whose model comes from `?model=`.
-QUERY_ROUTES = ("/v1/audio/voices", "/sdapi/v1/loras", "/props")
-
-
-def upstream_path(path: str) -> str:
-    """The path the upstream sees for a model route."""
-    if path.startswith("/v/"):
-        return path[2:]
-    if path == "/audioapi/v1/tasks/run":
-        return "/v1/tasks/run"
-    return path
 
 
 @web.middleware

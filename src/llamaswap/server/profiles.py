@@ -21,6 +21,7 @@ from aiohttp import web
 from llamaswap.config.names import peer_names
 from llamaswap.errors import BadRequest, ModelNotFound
 from llamaswap.server.extract import BodyKind, rewrite_multipart_model
+from llamaswap.server.listing import list_entry
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
@@ -138,16 +139,7 @@ def listing_entries(state: AppState, now: int) -> list[dict[str, Any]]:
             ProcessState.SHUTDOWN,
         )
         meta = {"type": "profile", "profile": state.active_profile, "target": target}
-        entries.append(
-            {
-                "id": pin,
-                "object": "model",
-                "created": now,
-                "owned_by": "llama-swap",
-                "meta": {"llamaswap": meta},
-                "status": {"value": "loaded" if loaded else "unloaded"},
-            }
-        )
+        entries.append(list_entry(pin, now, meta=meta, loaded=loaded))
     return entries
 
 

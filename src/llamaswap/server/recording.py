@@ -40,6 +40,7 @@ from llamaswap.observe.tokens import (
     parse_response,
 )
 from llamaswap.server.auth import redact_headers
+from llamaswap.server.model_paths import RECORDED_PATHS
 from llamaswap.server.state import AppState
 
 __all__ = [
@@ -56,40 +57,6 @@ log = logging.getLogger("llamaswap.recording")
 COPY_LIMIT = 4 * 1024 * 1024
 # Bodies above this are parsed on a worker thread, not on the event loop.
 THREAD_PARSE_BYTES = 64 * 1024
-# The POST model routes of llama-swap [H] (server/app.py's BODY_ROUTES and VERSIONLESS_ROUTES;
-# a test keeps the two in step).
-RECORDED_PATHS = frozenset(
-    {
-        "/v1/chat/completions",
-        "/v1/responses",
-        "/v1/completions",
-        "/v1/messages",
-        "/v1/messages/count_tokens",
-        "/v1/embeddings",
-        "/reranking",
-        "/rerank",
-        "/v1/rerank",
-        "/v1/reranking",
-        "/infill",
-        "/completion",
-        "/v1/audio/speech",
-        "/v1/audio/voices",
-        "/v1/images/generations",
-        "/sdapi/v1/txt2img",
-        "/sdapi/v1/img2img",
-        "/v1/audio/transcriptions",
-        "/v1/images/edits",
-        "/audioapi/v1/tasks/run",
-        "/v/chat/completions",
-        "/v/responses",
-        "/v/completions",
-        "/v/messages",
-        "/v/messages/count_tokens",
-        "/v/embeddings",
-        "/v/rerank",
-        "/v/reranking",
-    }
-)
 _METADATA_KEY: web.RequestKey[dict[str, str]] = web.RequestKey("llamaswap_metadata")
 # Finishing a cancelled request's row happens in a task; these keep the tasks referenced.
 _finishing: set[asyncio.Task[None]] = set()

@@ -17,7 +17,6 @@ pins, so aliases, peers, filters and routing then apply as if the client had nam
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from aiohttp import web
 
 from llamaswap.config.model import SelectorConfig
 from llamaswap.errors import RequestError
+from llamaswap.server.listing import list_entry
 from llamaswap.server.state import AppState
 from llamaswap.supervisor import ProcessState
 
@@ -121,9 +121,8 @@ def local_states(state: AppState, selector: SelectorConfig) -> dict[str, Process
     return states
 
 
-def listing_entries(state: AppState) -> list[dict[str, Any]]:
+def listing_entries(state: AppState, now: int) -> list[dict[str, Any]]:
     """`/v1/models` entries of the listed selectors (spec §5.5)."""
-    now = int(time.time())
     entries = []
     for selector_id, selector in state.config.selectors.items():
         if selector.unlisted:
@@ -139,17 +138,14 @@ def listing_entries(state: AppState) -> list[dict[str, Any]]:
         }
         if selector.strategy == "spillover":
             meta["spillover"] = selector.settings.spillover
-        entry: dict[str, Any] = {
-            "id": selector_id,
-            "object": "model",
-            "created": now,
-            "owned_by": "llama-swap",
-        }
-        if selector.name:
-            entry["name"] = selector.name
-        if selector.description:
-            entry["description"] = selector.description
-        entry["meta"] = {"llamaswap": meta}
-        entry["status"] = {"value": "loaded" if loaded else "unloaded"}
-        entries.append(entry)
+        entries.append(
+            list_entry(
+                selector_id,
+                now,
+                name=selector.name,
+                description=selector.description,
+                meta=meta,
+                loaded=loaded,
+            )
+        )
     return entries
