@@ -1,15 +1,18 @@
 """The activity store: one SQLite row per recorded model request (spec §6.1, §6.2 [H]).
 
-In memory by default (`:memory:`), kept to the newest `metricsMaxInMemory` rows (pruned after
-every insert). With `store.path` it is a SQLite file in WAL mode that keeps every row across
-restarts; `metricsMaxInMemory` does not apply to it (as in llama-swap), so its history grows
-until the operator deletes rows or the file.
+In memory by default (`:memory:`), kept to the newest `metricsMaxInMemory` rows. With
+`store.path` it is a SQLite file in WAL mode that keeps every row across restarts;
+`metricsMaxInMemory` does not apply to it (as in llama-swap), so its history grows until
+the operator deletes rows or the file.
 
-Where the work runs: an in-memory insert plus prune measured ≈12 µs here, so it runs inline
-on the event loop, after the response's last byte was sent. A file insert measured ≈90 µs
-and a WAL checkpoint fsyncs, so a file store does its SQLite work on one worker thread of
-its own; the `*_async` methods pick the right place. The sync methods are the same work,
-for tests and for callers outside the loop.
+Where the work runs: in memory, a row is given its id at once and queued; queued rows are
+written in one transaction (then pruned) every `BATCH_ROWS` rows and before every read, so a
+reader never misses a row. Row by row, insert plus prune cost ≈70 µs per request under load
+(≈12% of the proxy's time at 1.7k req/s); batched, a few µs. It runs inline on the event
+loop, after the response's last byte was sent. A file insert measured ≈90 µs and a WAL
+checkpoint fsyncs, so a file store writes each row at once on one worker thread of its own;
+the `*_async` methods pick the right place. The sync methods are the same work, for tests
+and for callers outside the loop.
 
 Query parameters are checked by `parse_activity_query` (pure) with the messages of §5.11.
 """
@@ -68,6 +71,9 @@ SORT_COLUMNS = {
     "duration": "duration_ms",
 }
 _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# In memory, rows are written this many at a time (and before any read).
+BATCH_ROWS = 64
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS activity (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -269,6 +275,10 @@ class ActivityStore:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamaswap-activity")
         self._db.executescript(_SCHEMA)
         self._closed = False
+        # In memory: rows waiting to be written (see the module docstring), and the next id.
+        self._pending: list[tuple[Any, ...]] = []
+        (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence").fetchone()
+        self._next_id = int(last) + 1
 
     @property
     def in_memory(self) -> bool:
@@ -281,10 +291,11 @@ class ActivityStore:
         t = entry.tokens
         meta = orjson.dumps(dict(entry.metadata)).decode() if entry.metadata else ""
         with self._lock:
-            cursor = self._db.execute(
-                f"INSERT INTO activity ({_COLUMNS}) VALUES "
-                "(NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            new_id = self._next_id
+            self._next_id += 1
+            self._pending.append(
                 (
+                    new_id,
                     entry.timestamp,
                     entry.model,
                     entry.req_path,
@@ -300,13 +311,27 @@ class ActivityStore:
                     entry.duration_ms,
                     entry.error_msg,
                     meta,
-                ),
+                )
             )
-            new_id = int(cursor.lastrowid or 0)
-            if self.in_memory and self.max_rows > 0:
-                # AUTOINCREMENT ids never repeat, so the newest max_rows are id > new - max.
-                self._db.execute("DELETE FROM activity WHERE id <= ?", (new_id - self.max_rows,))
+            if not self.in_memory or len(self._pending) >= BATCH_ROWS:
+                self._flush()
         return replace(entry, id=new_id)
+
+    def _flush(self) -> None:
+        """Write the queued rows in one transaction, then prune (in memory). Hold the lock."""
+        if not self._pending:
+            return
+        rows, self._pending = self._pending, []
+        self._db.execute("BEGIN")
+        self._db.executemany(
+            f"INSERT INTO activity ({_COLUMNS}) VALUES "
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        if self.in_memory and self.max_rows > 0:
+            # Ids never repeat, so the newest max_rows are id > last - max.
+            self._db.execute("DELETE FROM activity WHERE id <= ?", (rows[-1][0] - self.max_rows,))
+        self._db.execute("COMMIT")
 
     def page(
         self, query: ActivityQuery, has_capture: Callable[[int], bool] = lambda _: False
@@ -317,6 +342,7 @@ class ActivityStore:
         direction = "ASC" if query.order == "asc" else "DESC"
         order = f"{column} {direction}" + (f", id {direction}" if column != "id" else "")
         with self._lock:
+            self._flush()
             counted = self._db.execute(f"SELECT COUNT(*) FROM activity{where}", args)
             total = int(counted.fetchone()[0])
             rows = self._db.execute(
@@ -336,6 +362,7 @@ class ActivityStore:
         """Totals and speed histograms over the retained rows (of `models` when given)."""
         where, args = _where(ActivityQuery(models=tuple(models)))
         with self._lock:
+            self._flush()
             count, inputs, outputs, cached = self._db.execute(
                 "SELECT COUNT(*), COALESCE(SUM(MAX(input_tokens, 0)), 0),"
                 " COALESCE(SUM(MAX(output_tokens, 0)), 0), COALESCE(SUM(MAX(cache_tokens, 0)), 0)"
@@ -364,6 +391,7 @@ class ActivityStore:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         with self._lock:
+            self._flush()
             self._db.close()
 
     # ---- async API: inline in memory, on the store's thread for a file -------------------
