@@ -12,6 +12,7 @@ from aiohttp import web
 from llamaswap.config.model import Config
 from llamaswap.observe.activity import ActivityStore, reuse_or_open
 from llamaswap.observe.captures import CaptureBuffer
+from llamaswap.observe.performance import PerformanceMonitor
 from llamaswap.router import Router
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.inflight import InflightTracker
@@ -37,22 +38,27 @@ class AppState:
     # `reconfigure_observe` while `store.path` stays the same.
     activity: ActivityStore = field(init=False)
     captures: CaptureBuffer = field(init=False)
+    # Host sampling (spec §5.1 `/api/performance`); runs while the app does.
+    performance: PerformanceMonitor = field(init=False)
 
     def __post_init__(self) -> None:
         self.activity = ActivityStore(self.config.store.path, self.config.metrics_max_in_memory)
         self.captures = CaptureBuffer.from_mib(self.config.capture_buffer)
+        self.performance = PerformanceMonitor(self.config.performance)
 
     def reconfigure_observe(self, config: Config) -> None:
-        """Apply a reloaded config's `store.path`, `metricsMaxInMemory` and `captureBuffer`:
-        the activity store is kept (history and ids go on) unless `store.path` changed, and
-        the capture buffer keeps its captures within the new size (none when the store
-        changed: captures are keyed by the old store's ids)."""
+        """Apply a reloaded config's `store.path`, `metricsMaxInMemory`, `captureBuffer` and
+        `performance`: the activity store is kept (history and ids go on) unless `store.path`
+        changed, the capture buffer keeps its captures within the new size (none when the
+        store changed: captures are keyed by the old store's ids), and the performance
+        monitor takes the new interval (or stops, or starts) without a restart."""
         store = reuse_or_open(self.activity, config.store.path, config.metrics_max_in_memory)
         if store is not self.activity:
             self.activity.close()
             self.activity = store
             self.captures.resize(0)
         self.captures.resize(CaptureBuffer.from_mib(config.capture_buffer).capacity)
+        self.performance.reconfigure(config.performance)
 
 
 STATE = web.AppKey("llamaswap_state", AppState)
