@@ -5,9 +5,10 @@ Which requests: POSTs to a model route (body routes and versionless routes), and
 
 How, without slowing the stream: the forwarder hands every chunk to the `Recorder` *after*
 writing it to the client; the recorder only appends it to a bounded copy (the last
-`COPY_LIMIT` bytes: usage data is at the end of a stream). Everything else happens once the
-exchange is over: parsing (on a worker thread for large bodies), the store insert (see
-`observe.activity` for where), the capture, the `activity` event and the token counters.
+`COPY_LIMIT` bytes: usage data is at the end of a stream). Everything else happens in a task
+started once the exchange is over (the handler does not wait for it): parsing (on a worker
+thread for large bodies), the store insert (see `observe.activity` for where), the capture,
+the `activity` event and the token counters.
 Upstream `Accept-Encoding` is reduced to gzip/deflate so that the copy can be decoded.
 
 A copy that outgrew `COPY_LIMIT` is parsed only if it is an uncompressed event stream (its
@@ -253,10 +254,16 @@ async def record_exchange(
         raise
     except asyncio.CancelledError:
         if recorder.status is not None:
-            task = asyncio.get_running_loop().create_task(recorder.finish())
-            _finishing.add(task)
-            task.add_done_callback(_finishing.discard)
+            _finish_later(recorder)
         raise
     recorder.settle(response)
-    await recorder.finish()
+    # After the handler returns: the client's keep-alive connection is free for its next
+    # request while the row is parsed and stored.
+    _finish_later(recorder)
     return response
+
+
+def _finish_later(recorder: Recorder) -> None:
+    task = asyncio.get_running_loop().create_task(recorder.finish())
+    _finishing.add(task)
+    task.add_done_callback(_finishing.discard)
