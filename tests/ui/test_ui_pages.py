@@ -233,11 +233,11 @@ def test_ui_activity_lists_and_cancels_inflight(browser: Any, tmp_path: Path) ->
             first = elapsed.inner_text()
             expect(elapsed).not_to_have_text(first)  # ticks in the browser
             # alpha holds its lease, so beta (same swap group) waits in the queue
-            expect(page.locator("#inflight-count")).to_have_text("1 request")
+            expect(page.locator("#inflight-count")).to_have_text("1 in flight")
             waiting = Background(server, "beta")
             expect(page.locator('#inflight-rows tr[data-model="beta"]')).to_be_visible()
             expect(page.locator("#activity-queue")).to_have_attribute("data-depth", "1")
-            expect(page.locator("#inflight-count")).to_have_text("2 requests")
+            expect(page.locator("#inflight-count")).to_have_text("2 in flight")
             shoot(page, tmp_path, "activity-inflight")
             row.get_by_role("button", name="Cancel").click()
             expect(row).to_have_count(0)

@@ -93,7 +93,7 @@ export function mount(view, store) {
       body.append(entry.tr); // (re)appending keeps the order without rebuilding the rows
     }
     const n = store.inflight.size;
-    count.textContent = store.inflightReceived ? `${n} request${n === 1 ? "" : "s"}` : "";
+    count.textContent = store.inflightReceived ? `${n} in flight` : "";
     table.hidden = n === 0;
     empty.hidden = n > 0;
     empty.textContent = store.inflightReceived ? "No requests in flight." : "Connecting…";
