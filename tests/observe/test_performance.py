@@ -82,6 +82,11 @@ def test_rfc3339_round_trip() -> None:
     assert parse_rfc3339("2023-11-14t22:13:20z") == 1_700_000_000.0
 
 
+def test_sample_timestamps_survive_the_round_trip() -> None:
+    sample, _ = performance.read_sample(None)
+    assert parse_rfc3339(format_rfc3339(sample.timestamp)) == sample.timestamp
+
+
 @pytest.mark.parametrize(
     "text", ["", "yesterday", "2023-11-14", "2023-11-14T22:13:20", "2023-11-14 22:13:20Z", "1700"]
 )

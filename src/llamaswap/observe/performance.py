@@ -212,7 +212,9 @@ def read_gpus() -> tuple[GpuReading, ...]:
 
 def read_sample(prev: CpuTimes | None) -> tuple[Sample, CpuTimes]:
     """One sample of the host and its GPUs, and the CPU times it was computed from."""
-    now = time.time()
+    # Whole microseconds, as the JSON shows them: a client's `after=<a timestamp we sent>`
+    # must compare equal to the sample it came from.
+    now = round(time.time(), 6)
     cpu = read_cpu_times()
     mem = psutil.virtual_memory()
     swap = psutil.swap_memory()
