@@ -10,12 +10,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import wait_until
-from llamaswap.config.model import PerformanceConfig
 from llamaswap.observe import performance
 from llamaswap.observe.gpu import GpuReading
 from llamaswap.observe.performance import (
     NetIO,
     PerformanceMonitor,
+    PerformanceSettings,
     Sample,
     SysStat,
     cpu_percent,
@@ -215,7 +215,7 @@ def test_read_sample_reads_this_host() -> None:
 
 
 async def test_monitor_samples_every_interval_until_its_block_ends() -> None:
-    monitor = PerformanceMonitor(PerformanceConfig(), every=0.02)
+    monitor = PerformanceMonitor(PerformanceSettings(), every=0.02)
     async with monitor:
         await wait_until(lambda: len(monitor.samples()) >= 3, message="three samples")
     count = len(monitor.samples())
@@ -232,7 +232,7 @@ async def test_monitor_samples_every_interval_until_its_block_ends() -> None:
 
 
 async def test_disabled_monitor_takes_no_samples() -> None:
-    monitor = PerformanceMonitor(PerformanceConfig(disabled=True), every=0.01)
+    monitor = PerformanceMonitor(PerformanceSettings(disabled=True), every=0.01)
     async with monitor:
         assert await monitor.sample_now() is None
         await asyncio.sleep(0.05)  # a negative check: nothing must happen in this time
@@ -241,16 +241,16 @@ async def test_disabled_monitor_takes_no_samples() -> None:
 
 
 async def test_reconfigure_disables_enables_and_changes_the_interval() -> None:
-    monitor = PerformanceMonitor(PerformanceConfig(every="1h"))
+    monitor = PerformanceMonitor(PerformanceSettings(every=3600))
     assert monitor.every == 3600
     assert history_capacity(monitor.every) == 1
     async with monitor:
         assert await monitor.sample_now() is not None
         assert len(monitor.samples()) == 1
-        monitor.reconfigure(PerformanceConfig(every="1h", disabled=True))
+        monitor.reconfigure(PerformanceSettings(disabled=True, every=3600))
         assert not monitor.enabled
         assert monitor.samples() == []
-        monitor.reconfigure(PerformanceConfig(every="10s"))
+        monitor.reconfigure(PerformanceSettings(every=10))
         assert monitor.enabled
         assert monitor.every == 10
         await monitor.sample_now()
@@ -259,14 +259,14 @@ async def test_reconfigure_disables_enables_and_changes_the_interval() -> None:
 
 
 async def test_reconfigured_interval_takes_effect_without_waiting_out_the_old_one() -> None:
-    monitor = PerformanceMonitor(PerformanceConfig(every="1h"))
+    monitor = PerformanceMonitor(PerformanceSettings(every=3600))
     async with monitor:
         await wait_until(lambda: monitor.latest() is not None, message="first sample")
         taken = len(monitor.samples())
         # The loop now waits an hour; a shorter interval wakes it. The config refuses less
         # than 5 s, so the test shortens the interval through the seam and then wakes it.
         monitor._every_override = 0.02
-        monitor.reconfigure(PerformanceConfig(every="6s"))
+        monitor.reconfigure(PerformanceSettings(every=6))
         await wait_until(lambda: len(monitor.samples()) >= taken + 2, message="more samples")
 
 

@@ -10,11 +10,19 @@ import pytest
 from helpers import wait_until
 from inprocess import fake_models_yaml, running_llamaswap
 from llamaswap.config.load import load_config_text
+from llamaswap.config.model import PerformanceConfig
 from llamaswap.observe import hardware
-from llamaswap.observe.performance import format_rfc3339
+from llamaswap.observe.performance import PerformanceSettings, format_rfc3339
+from llamaswap.server.state import performance_settings
 
 MODELS = fake_models_yaml(["m"])
 DISABLED = "performance:\n  disabled: true\n" + MODELS
+
+
+def test_performance_settings_from_the_config() -> None:
+    assert performance_settings(PerformanceConfig()) == PerformanceSettings(False, 5.0)
+    config = PerformanceConfig(every="1m30s", disabled=True)
+    assert performance_settings(config) == PerformanceSettings(True, 90.0)
 
 
 async def get_json(session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:

@@ -36,8 +36,6 @@ from typing import Any
 
 import psutil
 
-from llamaswap.config.model import PerformanceConfig
-from llamaswap.config.validate import parse_duration
 from llamaswap.observe import gpu
 from llamaswap.observe.gpu import GpuReading
 
@@ -45,6 +43,7 @@ __all__ = [
     "CpuTimes",
     "NetIO",
     "PerformanceMonitor",
+    "PerformanceSettings",
     "Sample",
     "SysStat",
     "cpu_percent",
@@ -241,23 +240,25 @@ def read_sample(prev: CpuTimes | None) -> tuple[Sample, CpuTimes]:
 # ---- the monitor ----------------------------------------------------------------------------
 
 
-def _interval(config: PerformanceConfig) -> float:
-    # The loader has checked `every` (a duration of at least 5 s).
-    seconds = parse_duration(config.every)
-    return seconds if seconds is not None and seconds > 0 else DEFAULT_EVERY
+@dataclass(frozen=True)
+class PerformanceSettings:
+    """`performance.disabled` and `performance.every` (in seconds) of the config."""
+
+    disabled: bool = False
+    every: float = DEFAULT_EVERY
 
 
 class PerformanceMonitor:
     """Samples the host while its `async with` block runs; keeps the last hour.
 
-    `every` overrides `performance.every` (test seam: the config refuses less than 5 s).
-    `reconfigure` applies a reloaded config: a new interval takes effect at once and the
+    `every` overrides the settings' interval (test seam: the config refuses less than 5 s).
+    `reconfigure` applies reloaded settings: a new interval takes effect at once and the
     history is kept (trimmed to an hour at the new interval); `disabled` stops sampling and
     drops the history, enabling starts it again.
     """
 
-    def __init__(self, config: PerformanceConfig, *, every: float | None = None) -> None:
-        self._config = config
+    def __init__(self, settings: PerformanceSettings, *, every: float | None = None) -> None:
+        self._settings = settings
         self._every_override = every
         self._history: deque[Sample] = deque(maxlen=history_capacity(self.every))
         self._cpu: CpuTimes | None = None
@@ -268,11 +269,11 @@ class PerformanceMonitor:
 
     @property
     def enabled(self) -> bool:
-        return not self._config.disabled
+        return not self._settings.disabled
 
     @property
     def every(self) -> float:
-        return self._every_override or _interval(self._config)
+        return self._every_override or self._settings.every
 
     def latest(self) -> Sample | None:
         return self._history[-1] if self._history else None
@@ -283,10 +284,10 @@ class PerformanceMonitor:
             return list(self._history)
         return [s for s in self._history if s.timestamp > after]
 
-    def reconfigure(self, config: PerformanceConfig) -> None:
-        if config == self._config:
+    def reconfigure(self, settings: PerformanceSettings) -> None:
+        if settings == self._settings:
             return  # an unrelated reload must not restart the interval
-        self._config = config
+        self._settings = settings
         if not self.enabled:
             self._history.clear()
             self._cpu = None

@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
-from llamaswap.config.model import Config
+from llamaswap.config.model import Config, PerformanceConfig
+from llamaswap.config.validate import parse_duration
 from llamaswap.observe.activity import ActivityStore, reuse_or_open
 from llamaswap.observe.captures import CaptureBuffer
-from llamaswap.observe.performance import PerformanceMonitor
+from llamaswap.observe.performance import PerformanceMonitor, PerformanceSettings
 from llamaswap.router import Router
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.inflight import InflightTracker
@@ -44,7 +45,7 @@ class AppState:
     def __post_init__(self) -> None:
         self.activity = ActivityStore(self.config.store.path, self.config.metrics_max_in_memory)
         self.captures = CaptureBuffer.from_mib(self.config.capture_buffer)
-        self.performance = PerformanceMonitor(self.config.performance)
+        self.performance = PerformanceMonitor(performance_settings(self.config.performance))
 
     def reconfigure_observe(self, config: Config) -> None:
         """Apply a reloaded config's `store.path`, `metricsMaxInMemory`, `captureBuffer` and
@@ -58,7 +59,15 @@ class AppState:
             self.activity = store
             self.captures.resize(0)
         self.captures.resize(CaptureBuffer.from_mib(config.capture_buffer).capacity)
-        self.performance.reconfigure(config.performance)
+        self.performance.reconfigure(performance_settings(config.performance))
+
+
+def performance_settings(config: PerformanceConfig) -> PerformanceSettings:
+    """The monitor's settings from the `performance` section (`every` checked by the loader)."""
+    every = parse_duration(config.every)
+    if every is None or every <= 0:
+        return PerformanceSettings(disabled=config.disabled)
+    return PerformanceSettings(disabled=config.disabled, every=every)
 
 
 STATE = web.AppKey("llamaswap_state", AppState)
