@@ -19,6 +19,7 @@ from llamaswap.errors import RequestError
 from llamaswap.server import (
     admin,
     observe_routes,
+    performance_routes,
     profiles,
     selectors,
     ui_routes,
@@ -165,6 +166,7 @@ def build_app(state: AppState) -> web.Application:
     upstream_routes.add_routes(app)
     admin.add_routes(app, __version__)
     observe_routes.add_routes(app)
+    performance_routes.add_routes(app)
     profiles.add_routes(app)
     ui_routes.add_routes(app)
     return app
