@@ -8,6 +8,7 @@ cancels the handler, which closes the upstream response and so cancels the upstr
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Protocol
@@ -128,37 +129,43 @@ async def forward(
             if tap is not None:
                 tap.response_started(502, {"Content-Type": "application/json"})
                 tap.chunk(payload)
-            await into.write(payload)
-            await into.write_eof()
+            with contextlib.suppress(ConnectionError):  # the client may be gone too
+                await into.write(payload)
+                await into.write_eof()
             return into
         return error_response(request.headers.get("Accept", ""), 502, message)
     if tap is not None:
         tap.response_started(upstream.status, upstream.headers)
     async with upstream:
-        response = into
-        if response is None:
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-            for name, value in upstream.headers.items():
-                lower = name.lower()
-                if lower in HOP_BY_HOP and lower != "content-length":
-                    continue
-                response.headers.add(name, value)
-            if "text/event-stream" in upstream.headers.get("Content-Type", ""):
-                response.headers["X-Accel-Buffering"] = "no"
-            await response.prepare(request)
+        response = into if into is not None else _response_for(upstream)
         try:
+            if into is None:
+                await response.prepare(request)
             async for chunk in upstream.content.iter_any():
                 await response.write(chunk)
                 if tap is not None:
                     tap.chunk(chunk)
+            await response.write_eof()
         except (aiohttp.ClientError, OSError) as exc:
-            # Either side broke off. Headers are gone already, so the client (if still there)
-            # sees a truncated body; closing the upstream connection cancels its work.
+            # Either side broke off (also at the very end: a client that had all it wanted
+            # may close before the last chunk marker). The client, if still there, sees a
+            # truncated body; closing the upstream connection cancels its work.
             log.info("stream to/from %s ended early: %s", url, exc)
             upstream.close()
-            return response
         except BaseException:
             upstream.close()  # cancelled (client left): drop the upstream request too
             raise
-        await response.write_eof()
         return response
+
+
+def _response_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+    """The client's response: the upstream's status and end-to-end headers."""
+    response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    for name, value in upstream.headers.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP and lower != "content-length":
+            continue
+        response.headers.add(name, value)
+    if "text/event-stream" in upstream.headers.get("Content-Type", ""):
+        response.headers["X-Accel-Buffering"] = "no"
+    return response
