@@ -15,6 +15,7 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 
 from helpers import wait_until
 from inprocess import chat, fake_models_yaml, running_llamaswap
+from llamaswap.server.loading import LoadingStream
 
 
 async def hang_up_after(port: int, raw: bytes, keep: int) -> int:
@@ -93,5 +94,32 @@ async def test_connection_failing_at_the_final_chunk_marker_is_not_an_error(
         assert failed == ["once"]
         await wait_until(lambda: state.router.lease_count("a") == 0, message="lease released")
         await hang_up_after(port, chat_request("a", False, ""), 1 << 20)  # still serving
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [], [r.getMessage() for r in errors]
+
+
+async def test_client_gone_while_a_loading_stream_finishes_is_not_an_error(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Any write to a client that hung up ends the request quietly (here: the loading
+    stream's closing lines), with the lease released."""
+    caplog.set_level(logging.WARNING, logger="llamaswap")
+
+    async def client_gone(self: LoadingStream) -> None:
+        transport = self._request.transport
+        assert transport is not None
+        transport.close()
+        raise ClientConnectionResetError("Cannot write to closing transport")
+
+    monkeypatch.setattr(LoadingStream, "finish", client_gone)
+    config = (
+        fake_models_yaml(["slow"]).replace("--model slow", "--model slow --startup-delay 0.3")
+        + "sendLoadingState: true\n"
+    )
+    async with running_llamaswap(config) as (base, state):
+        port = int(base.rsplit(":", 1)[1])
+        await hang_up_after(port, chat_request("slow", True, ""), 1 << 20)
+        await wait_until(lambda: state.router.lease_count("slow") == 0, message="lease released")
+        await wait_until(lambda: not state.inflight.snapshot(), message="in-flight list empty")
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert errors == [], [r.getMessage() for r in errors]

@@ -69,6 +69,14 @@ async def errors_middleware(
         if exc.status >= 400:
             return error_response(accept, exc.status, exc.reason)
         raise
+    except ConnectionResetError:
+        transport = request.transport
+        if transport is not None and not transport.is_closing():
+            log.exception("unhandled error serving %s %s", request.method, request.path)
+            return error_response(accept, 500, "internal error")
+        # The client hung up while we wrote to it: nobody to answer, nothing went wrong here.
+        log.debug("client left during %s %s", request.method, request.path)
+        return web.Response(status=499)
     except Exception:
         log.exception("unhandled error serving %s %s", request.method, request.path)
         return error_response(accept, 500, "internal error")

@@ -94,10 +94,10 @@ async def _acquire_with_progress(
     """Acquire while streaming progress. Admission (429) is decided before the stream starts;
     a later failure is written into the stream (then None is returned)."""
     acquiring = asyncio.create_task(state.router.acquire(model_id, loading.queue_position))
-    await asyncio.sleep(0)  # let the scheduler admit or reject synchronously first
-    if acquiring.done():
-        return acquiring.result()  # granted at once, or raises 429/404 as a normal error
     try:
+        await asyncio.sleep(0)  # let the scheduler admit or reject synchronously first
+        if acquiring.done():
+            return acquiring.result()  # granted at once, or raises 429/404 as a normal error
         async with loading:
             try:
                 lease = await acquiring
@@ -109,7 +109,11 @@ async def _acquire_with_progress(
             await loading.finish()
             return lease
     except BaseException:
+        # Cancelled (client left) or the stream broke: give up the place in the queue, or
+        # the lease if it was granted already — never leave one held by nobody.
         acquiring.cancel()
+        if acquiring.done() and not acquiring.cancelled() and acquiring.exception() is None:
+            acquiring.result().release()
         raise
 
 
