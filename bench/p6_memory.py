@@ -21,8 +21,14 @@ MIB = 1024 * 1024
 
 
 def main() -> None:
-    args = common.base_parser(__doc__ or "").parse_args()
+    parser = common.base_parser(__doc__ or "")
+    parser.add_argument(
+        "--seconds", type=float, help="load duration (default 15; a longer run shows a plateau)"
+    )
+    args = parser.parse_args()
     duration, settle = (2.0, 1.0) if args.quick else (15.0, 5.0)
+    if args.seconds:
+        duration = args.seconds
     baseline = common.baseline_binary(args.baseline)
     generator = "wrk" if common.have_wrk() else "python"
     print(f"P6 memory — {common.machine_note()}; c=64 for {duration:g}s ({generator})")
