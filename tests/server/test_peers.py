@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -125,3 +127,21 @@ async def test_local_upstream_keeps_the_clients_host() -> None:
         forwarded = await resp.json()
     assert forwarded["Host"] == base.removeprefix("http://")
     assert forwarded["X-Forwarded-For"] == "127.0.0.1"
+
+
+async def test_upstream_sees_only_the_clients_headers() -> None:
+    """aiohttp's client adds Accept, Accept-Encoding, User-Agent and a default Content-Type
+    on its own; none may reach the upstream when the client did not send them."""
+    async with running_llamaswap(fake_models_yaml(["local"])) as (base, _):
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"GET /upstream/local/headers HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"
+        )
+        raw = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    forwarded = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    sent = {name.lower() for name in forwarded}
+    assert sent <= {"host", "content-length", "x-forwarded-for"}, forwarded
+    assert forwarded.get("Content-Length", "0") == "0"
