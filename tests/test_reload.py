@@ -10,6 +10,7 @@ import asyncio
 import json
 import random
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -25,13 +26,17 @@ from llamaswap.supervisor import ProcessState
 FAKE = f"{sys.executable} -m llamaswap.testing.fake_upstream --silent"
 
 
-def config_yaml(start_port: int, responds: dict[str, str], swap: bool = False) -> str:
-    """Models answering with their `--respond` text; one group (`swap: false` lets all run)."""
+def config_yaml(
+    start_port: int, responds: dict[str, str], swap: bool = False, flags: str = ""
+) -> str:
+    """Models answering with their `--respond` text; one group (`swap: false` lets all run).
+    `flags` are added to the cmd of models whose name starts with `slow`."""
     lines = [f"startPort: {start_port}", "models:"]
     for name, text in responds.items():
+        extra = f" {flags}" if flags and name.startswith("slow") else ""
         lines += [
             f"  {name}:",
-            f"    cmd: {FAKE} --port ${{PORT}} --model {name} --respond {text}",
+            f"    cmd: {FAKE} --port ${{PORT}} --model {name} --respond {text}{extra}",
             "    proxy: http://127.0.0.1:${PORT}",
         ]
     members = ", ".join(responds)
@@ -241,3 +246,25 @@ async def test_activity_history_survives_a_reload(tmp_path: Path) -> None:
         async with session.get(f"{base}/api/metrics/activity?sort=id&order=asc") as resp:
             rows = (await resp.json())["data"]
         assert [r["id"] for r in rows] == [1, 2]
+
+
+async def test_reload_during_a_long_load_does_not_stall_other_models(tmp_path: Path) -> None:
+    """A model still loading is not waited for: requests to ready models go on at once; the
+    loading model's own waiting request is served once it is (re)started."""
+    path = tmp_path / "config.yaml"
+    start = free_port_block(8)
+    slow = "--startup-delay 4"
+    text = config_yaml(start, {"a": "one", "slow": "one"}, flags=slow)
+    async with running_server(path, text) as (base, server), aiohttp.ClientSession() as session:
+        await chat(session, base, "a")
+        waiting = asyncio.create_task(chat(session, base, "slow"))
+        await wait_until(
+            lambda: server.state.router.state("slow") is ProcessState.STARTING,
+            message="slow model loading",
+        )
+        write_config(path, config_yaml(start, {"a": "one", "slow": "two"}, flags=slow))
+        began = time.monotonic()
+        await server.reload()
+        assert (await chat(session, base, "a"))["model"] == "a"
+        assert time.monotonic() - began < 2.0  # not held up by the 4 s load
+        assert content(await asyncio.wait_for(waiting, 30)) == "two"

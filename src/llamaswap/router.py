@@ -143,7 +143,6 @@ class Router:
         self._ttl_task: asyncio.Task[None] | None = None
         self._closed = False
         self._last_queue_depth = 0
-        self._lifecycle: set[asyncio.Task[None]] = set()  # swaps and stops in progress
         # Reload: the router taking over (set once `hand_over` begins), the leases of adopted
         # models (released into the successor's scheduler), and what this router still stops.
         self._successor: asyncio.Future[Router] | None = None
@@ -261,9 +260,9 @@ class Router:
             elif isinstance(effect, Reject):
                 self._reject(effect)
             elif isinstance(effect, StartSwap):
-                self._spawn_lifecycle(self._run_swap(effect), f"swap-{effect.target}")
+                self.spawn_background(self._run_swap(effect), f"swap-{effect.target}")
             elif isinstance(effect, StopModels):
-                self._spawn_lifecycle(self._stop_models(effect), "stop")
+                self.spawn_background(self._stop_models(effect), "stop")
             elif isinstance(effect, QueuePosition):
                 listener = self._queue_listeners.get(effect.request_id)
                 if listener is not None:
@@ -304,11 +303,6 @@ class Router:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-    def _spawn_lifecycle(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = self.spawn_background(coro, name)
-        self._lifecycle.add(task)
-        task.add_done_callback(self._lifecycle.discard)
 
     async def _run_swap(self, swap: StartSwap) -> None:
         started = self._clock()
@@ -379,12 +373,13 @@ class Router:
 
         1. Stop taking requests: waiting and newly arriving requests are passed to the new
            router as soon as it exists (nobody sees an error).
-        2. Let swaps and stops in progress finish, so each process is ready or stopped.
-        3. A ready model whose process settings did not change is adopted with the leases of
+        2. A ready model whose process settings did not change is adopted with the leases of
            its in-flight requests: it keeps running and those requests keep streaming.
-        4. Every other running process is retired in the background: once its in-flight
-           requests finish (at most RETIRE_DRAIN_S) it is stopped; until then the new router
-           treats it as stopping, so a changed model is started afresh only afterwards.
+        3. Every other running process (changed, removed, or in the middle of starting or
+           stopping) is retired in the background: once its in-flight requests finish (at
+           most RETIRE_DRAIN_S) it is stopped (a start in progress is aborted); until then
+           the new router treats it as stopping, so it is started afresh only afterwards.
+           Not waiting for a long model load keeps a reload from stalling every request.
         """
         successor_future: asyncio.Future[Router] = asyncio.get_running_loop().create_future()
         self._successor = successor_future
@@ -392,7 +387,6 @@ class Router:
         if self._ttl_task is not None:
             self._ttl_task.cancel()
         try:
-            await asyncio.gather(*self._lifecycle, return_exceptions=True)
             successor = self._build_successor(config)
             await successor.__aenter__()
         except BaseException:

@@ -13,9 +13,8 @@ from typing import Any
 import psutil
 import pytest
 
-from helpers import wait_until
 from llamaswap.observe.logbuffer import LogBuffer
-from llamaswap.supervisor.terminate import _SPAWNER, spawn
+from llamaswap.supervisor.terminate import Child, spawn
 
 
 async def test_child_output_reaches_the_log_and_its_exit_is_seen() -> None:
@@ -57,12 +56,17 @@ def running_with(marker: str) -> list[psutil.Process]:
 
 
 async def test_a_start_cancelled_while_forking_leaves_no_child() -> None:
+    """The cancelled start returns only once its child is gone: the next start may need
+    the same port (regression: a reload aborting a load raced the restarted model)."""
     marker = f"spawn-cancel-{uuid.uuid4().hex}"
     argv = [sys.executable, "-c", "import time; time.sleep(60)", marker]
-    task = asyncio.create_task(spawn(argv, {}, LogBuffer()))
-    await asyncio.sleep(0)  # the fork is now queued or under way on the spawner thread
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-    # The spawner runs jobs in order: once this one ran, the cancelled fork has finished.
-    await asyncio.get_running_loop().run_in_executor(_SPAWNER, lambda: None)
-    await wait_until(lambda: not running_with(marker), timeout=10, message="no child left")
+    for delay in (0, 0.001, 0.005, 0.02):
+        task = asyncio.create_task(spawn(argv, {}, LogBuffer()))
+        await asyncio.sleep(delay)  # cancel during the fork or while the pipe is connected
+        task.cancel()
+        results = await asyncio.gather(task, return_exceptions=True)
+        if isinstance(results[0], Child):  # the spawn had already finished: end it normally
+            results[0].kill_now()
+            await asyncio.wait_for(asyncio.shield(results[0].exited), 10)
+            await results[0].close()
+        assert not running_with(marker)

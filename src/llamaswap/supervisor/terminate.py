@@ -203,16 +203,14 @@ class Child:
 _SPAWNER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llamaswap-spawn")
 
 
-def _end_unwanted(starting: asyncio.Future[subprocess.Popen[bytes]]) -> None:
-    """A child whose start was cancelled while forking: kill its group and reap it."""
-    if starting.cancelled() or starting.exception() is not None:
-        return
-    popen = starting.result()
+async def _end_unwanted(popen: subprocess.Popen[bytes]) -> None:
+    """A child whose start was aborted before it had a handle: kill its group and reap it,
+    so that its port is free when this returns (the next start may bind the same port)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(popen.pid, signal.SIGKILL)
     if popen.stdout is not None:
         popen.stdout.close()
-    _SPAWNER.submit(popen.wait)
+    await asyncio.to_thread(popen.wait)
 
 
 async def spawn(argv: Sequence[str], env: Mapping[str, str], logs: LogBuffer) -> Child:
@@ -238,11 +236,17 @@ async def spawn(argv: Sequence[str], env: Mapping[str, str], logs: LogBuffer) ->
     except (OSError, ValueError, subprocess.SubprocessError) as exc:
         raise StartError(f"failed to start command '{' '.join(argv)}': {exc}") from exc
     except asyncio.CancelledError:
-        starting.add_done_callback(_end_unwanted)  # the start was aborted mid-fork
+        # Aborted mid-fork: the child exists (or will in a moment) and has no owner yet.
+        with contextlib.suppress(Exception):
+            await _end_unwanted(await starting)
         raise
-    assert popen.stdout is not None
-    reader = asyncio.StreamReader(limit=2**16, loop=loop)
-    output, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader, loop=loop), popen.stdout
-    )
+    try:
+        assert popen.stdout is not None
+        reader = asyncio.StreamReader(limit=2**16, loop=loop)
+        output, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader, loop=loop), popen.stdout
+        )
+    except BaseException:
+        await _end_unwanted(popen)
+        raise
     return Child(popen, output, reader, logs)
