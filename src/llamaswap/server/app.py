@@ -45,6 +45,7 @@ from llamaswap.server.recording import request_metadata
 from llamaswap.server.responses import error_response, response_for_error
 from llamaswap.server.serving import resolve_local, serve_model
 from llamaswap.server.state import STATE, AppState
+from llamaswap.server.upstream_client import UpstreamClient
 from llamaswap.supervisor import ProcessState
 
 log = logging.getLogger("llamaswap.server")
@@ -151,6 +152,7 @@ async def _route_by_name(
 
 async def _start_session(app: web.Application) -> None:
     app[STATE].session = new_client_session()
+    app[STATE].upstream_client = UpstreamClient()
 
 
 async def _close(app: web.Application) -> None:
@@ -158,6 +160,8 @@ async def _close(app: web.Application) -> None:
     await state.router.shutdown()
     if state.session is not None:
         await state.session.close()
+    if state.upstream_client is not None:
+        await state.upstream_client.close()
 
 
 def build_app(state: AppState) -> web.Application:

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Protocol
 
 import aiohttp
 import orjson
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from llamaswap.server.responses import error_body, error_response
+from llamaswap.server.upstream_client import UpstreamClient
 
 log = logging.getLogger("llamaswap.forward")
 
@@ -110,6 +112,7 @@ async def forward(
     error_prefix: str = "upstream request failed",
     tap: ResponseTap | None = None,
     keep_host: bool = False,
+    client: UpstreamClient | None = None,
 ) -> web.StreamResponse:
     """Send the request to `base_url + path` and stream the answer back to the client.
 
@@ -117,7 +120,8 @@ async def forward(
     body is appended to it: its status and headers were sent already. A `tap` sees the
     exchange; each chunk reaches it only after the client got it. `keep_host` sends the
     client's Host (local upstreams, spec §3.4: e.g. ComfyUI checks Origin against Host);
-    otherwise the upstream's own host is sent (peers).
+    otherwise the upstream's own host is sent (peers). `client` is the lean upstream client
+    used for plain-HTTP requests whose body is at hand (see `upstream_client`).
     """
     url = join_url(base_url, path, request.query_string)
     headers = upstream_headers(request.headers, request.remote)
@@ -127,17 +131,8 @@ async def forward(
         headers.update(extra_headers)
     if tap is not None:
         tap.request_headers(headers)
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
-    data = body if body is not None else request.content
     try:
-        upstream = await session.request(
-            request.method,
-            url,
-            headers=headers,
-            data=data,
-            allow_redirects=False,
-            timeout=timeout,
-        )
+        upstream = await _send(request, session, client, url, headers, body, connect_timeout)
     except (aiohttp.ClientError, OSError) as exc:
         log.warning("upstream request to %s failed: %s", url, exc)
         message = f"{error_prefix}: {exc}"
@@ -153,29 +148,96 @@ async def forward(
         return error_response(request.headers.get("Accept", ""), 502, message)
     if tap is not None:
         tap.response_started(upstream.status, upstream.headers)
-    async with upstream:
-        response = into if into is not None else _response_for(upstream)
-        try:
-            if into is None:
-                await response.prepare(request)
-            async for chunk in upstream.content.iter_any():
-                await response.write(chunk)
-                if tap is not None:
-                    tap.chunk(chunk)
-            await response.write_eof()
-        except (aiohttp.ClientError, OSError) as exc:
-            # Either side broke off (also at the very end: a client that had all it wanted
-            # may close before the last chunk marker). The client, if still there, sees a
-            # truncated body; closing the upstream connection cancels its work.
-            log.info("stream to/from %s ended early: %s", url, exc)
-            upstream.close()
-        except BaseException:
-            upstream.close()  # cancelled (client left): drop the upstream request too
-            raise
-        return response
+    response = into if into is not None else _response_for(upstream)
+    try:
+        if into is None:
+            await response.prepare(request)
+        async for chunk in upstream.iter_chunks():
+            await response.write(chunk)
+            if tap is not None:
+                tap.chunk(chunk)
+        upstream.release()
+        await response.write_eof()
+    except (aiohttp.ClientError, OSError) as exc:
+        # Either side broke off (also at the very end: a client that had all it wanted
+        # may close before the last chunk marker). The client, if still there, sees a
+        # truncated body; closing the upstream connection cancels its work.
+        log.info("stream to/from %s ended early: %s", url, exc)
+        upstream.close()
+    except BaseException:
+        upstream.close()  # cancelled (client left): drop the upstream request too
+        raise
+    return response
 
 
-def _response_for(upstream: aiohttp.ClientResponse) -> web.StreamResponse:
+class Answer(Protocol):
+    """An upstream's answer, from either client: status and headers, then the body."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    def iter_chunks(self) -> AsyncIterator[bytes]: ...
+
+    def release(self) -> None:
+        """The body was read to its end: the connection may serve another request."""
+
+    def close(self) -> None:
+        """Abandon the answer: the connection is dropped (the upstream sees the client go)."""
+
+
+class _AiohttpAnswer:
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self.status = response.status
+        self.reason: str | None = response.reason
+        self.headers: Mapping[str, str] = response.headers
+
+    def iter_chunks(self) -> AsyncIterator[bytes]:
+        return self._response.content.iter_any()
+
+    def release(self) -> None:
+        self._response.release()
+
+    def close(self) -> None:
+        self._response.close()
+
+
+async def _send(
+    request: web.Request,
+    session: aiohttp.ClientSession,
+    client: UpstreamClient | None,
+    url: str,
+    headers: CIMultiDict[str],
+    body: bytes | None,
+    connect_timeout: float | None,
+) -> Answer:
+    """The lean client for plain HTTP with the whole body at hand; aiohttp for the rest
+    (HEAD, a body still arriving, HTTPS peers)."""
+    if client is not None and body is not None and request.method != "HEAD":
+        target = URL(url, encoded=True)
+        if target.scheme == "http" and target.host and target.port:
+            return await client.request(
+                request.method, target, headers.items(), body, connect_timeout
+            )
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
+    response = await session.request(
+        request.method,
+        url,
+        headers=headers,
+        data=body if body is not None else request.content,
+        allow_redirects=False,
+        timeout=timeout,
+    )
+    return _AiohttpAnswer(response)
+
+
+def _response_for(upstream: Answer) -> web.StreamResponse:
     """The client's response: the upstream's status and end-to-end headers."""
     response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
     for name, value in upstream.headers.items():

@@ -73,6 +73,7 @@ async def serve_peer(
             extra_headers=headers,
             error_prefix="peer proxy error",
             tap=tap,
+            client=state.upstream_client,
         ),
         changed_headers,
     )

@@ -83,6 +83,7 @@ async def _serve_leased(
             extra_headers=headers,
             tap=recorder,
             keep_host=True,
+            client=state.upstream_client,
         )
     finally:
         lease.release()

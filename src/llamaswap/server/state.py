@@ -17,6 +17,7 @@ from llamaswap.observe.performance import PerformanceMonitor, PerformanceSetting
 from llamaswap.router import Router
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.inflight import InflightTracker
+from llamaswap.server.upstream_client import UpstreamClient
 
 ForwardHook = Callable[[str], Awaitable[None]]
 
@@ -30,6 +31,8 @@ class AppState:
     keys: ApiKeyChecker
     started: float = field(default_factory=time.time)
     session: aiohttp.ClientSession | None = None
+    # Lean keep-alive client for plain-HTTP forwarding (see server/upstream_client.py).
+    upstream_client: UpstreamClient | None = None
     inflight: InflightTracker = field(default_factory=InflightTracker)
     # The active profile's name (spec §2.9); None at startup and after every reload.
     active_profile: str | None = None

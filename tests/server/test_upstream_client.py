@@ -1,0 +1,213 @@
+"""The lean upstream client against a scripted raw HTTP server on 127.0.0.1.
+
+Each test's server is a real asyncio socket server whose answers are written byte for byte,
+so framing (Content-Length, chunked, close-delimited, informational answers), keep-alive,
+stale pooled connections and broken answers are exercised exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from yarl import URL
+
+from helpers import free_port, wait_until
+from llamaswap.server.upstream_client import (
+    HIGH_WATER,
+    UpstreamClient,
+    UpstreamConnectionError,
+    UpstreamResponse,
+)
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+class Server:
+    """Counts connections; `handler(reader, writer, connection_number)` serves each one."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.closed_by_client = asyncio.Event()
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            await self.handler(reader, writer, self.connections)
+        finally:
+            writer.close()
+
+    async def read_request(self, reader: asyncio.StreamReader) -> bytes | None:
+        """One request (head + Content-Length body), or None when the client closed."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            self.closed_by_client.set()
+            return None
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        body = await reader.readexactly(length)
+        self.requests.append(head + body)
+        return head + body
+
+
+@asynccontextmanager
+async def scripted(handler: Handler) -> AsyncIterator[tuple[Server, URL, UpstreamClient]]:
+    server = Server(handler)
+    port = free_port()
+    listener = await asyncio.start_server(server.serve, "127.0.0.1", port)
+    client = UpstreamClient()
+    try:
+        yield server, URL(f"http://127.0.0.1:{port}/v1/x?a=1"), client
+    finally:
+        await client.close()
+        listener.close()
+        await listener.wait_closed()
+
+
+async def read_all(response: UpstreamResponse) -> bytes:
+    return b"".join([chunk async for chunk in response.iter_chunks()])
+
+
+def answer(body: bytes, extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"{extra}\r\n"
+    ).encode() + body
+
+
+async def test_sends_the_request_and_reuses_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while (await server.read_request(reader)) is not None:
+            writer.write(answer(b'{"n":%d}' % len(server.requests)))
+
+    async with scripted(handler) as (server, url, client):
+        for n in (1, 2, 3):
+            response = await client.request("POST", url, [("X-Test", "yes")], b"{}")
+            assert (response.status, response.reason) == (200, "OK")
+            assert response.headers["Content-Type"] == "application/json"
+            assert await read_all(response) == b'{"n":%d}' % n
+        assert server.connections == 1  # keep-alive: one connection for all three
+        first = server.requests[0]
+        assert first.startswith(b"POST /v1/x?a=1 HTTP/1.1\r\n")
+        assert b"X-Test: yes\r\n" in first and b"Content-Length: 2\r\n" in first
+        assert b"Host: 127.0.0.1:" in first and first.endswith(b"\r\n\r\n{}")
+
+
+async def test_a_stale_pooled_connection_is_retried_once_on_a_fresh_one() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await server.read_request(reader)
+        writer.write(answer(b"first" if n == 1 else b"second"))
+        await writer.drain()
+        if n == 1:  # keep-alive was promised, but the next request finds the socket closing
+            await server.read_request(reader)
+
+    async with scripted(handler) as (server, url, client):
+        assert await read_all(await client.request("POST", url, [], b"a")) == b"first"
+        assert await read_all(await client.request("POST", url, [], b"b")) == b"second"
+        assert server.connections == 2
+
+
+async def test_chunked_close_delimited_empty_and_informational_answers() -> None:
+    answers = [
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + answer(b"after hints"),
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while (await server.read_request(reader)) is not None:
+            writer.write(answers[len(server.requests) - 1])
+            if len(server.requests) == len(answers):
+                return  # close-delimited: the body ends with the connection
+
+    async with scripted(handler) as (server, url, client):
+        got = []
+        for _ in answers:
+            response = await client.request("GET", url, [], b"")
+            got.append((response.status, await read_all(response)))
+        assert got == [
+            (200, b"abcde"),
+            (200, b"after hints"),
+            (204, b""),
+            (200, b"until the end"),
+        ]
+
+
+async def test_connection_refused_is_an_upstream_connection_error() -> None:
+    client = UpstreamClient()
+    url = URL(f"http://127.0.0.1:{free_port()}/")
+    with pytest.raises(UpstreamConnectionError, match=r"cannot connect to 127\.0\.0\.1"):
+        await client.request("GET", url, [], b"")
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part",  # cut mid-body
+        b"this is not http\r\n\r\n",  # garbage
+        b"",  # closed without an answer (on a fresh connection: not retried)
+    ],
+)
+async def test_broken_answers_raise(broken: bytes) -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writer.write(broken)
+
+    async with scripted(handler) as (server, url, client):
+        with pytest.raises(UpstreamConnectionError):
+            response = await client.request("POST", url, [], b"x")
+            await read_all(response)
+        assert server.connections == 1
+
+
+async def test_closing_an_answer_early_drops_the_connection() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await server.read_request(reader)  # returns None once the client hung up
+
+    async with scripted(handler) as (server, url, client):
+        response = await client.request("POST", url, [], b"x")
+        chunks = response.iter_chunks()
+        assert await anext(chunks) == b"hello"
+        response.close()  # the consumer left: the upstream must see it
+        await asyncio.wait_for(server.closed_by_client.wait(), 5)
+
+
+async def test_a_large_body_arrives_whole_while_reading_is_paused_and_resumed() -> None:
+    body = bytes(range(256)) * (4 * HIGH_WATER // 256)
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writer.write(answer(body))
+        await writer.drain()
+
+    async with scripted(handler) as (server, url, client):
+        response = await client.request("GET", url, [], b"")
+        received = bytearray()
+        async for chunk in response.iter_chunks():
+            received += chunk
+            if len(received) < HIGH_WATER:
+                await asyncio.sleep(0)  # a slow consumer lets the buffer fill up
+        assert bytes(received) == body
+
+
+async def test_header_values_cannot_split_the_request() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writer.write(answer(b"ok"))
+
+    async with scripted(handler) as (server, url, client):
+        headers = [("X-Evil", "a\r\nX-Injected: 1"), ("X-Fine", "b")]
+        await read_all(await client.request("POST", url, headers, b""))
+        await wait_until(lambda: bool(server.requests))
+        assert b"X-Injected" not in server.requests[0]
+        assert b"X-Fine: b\r\n" in server.requests[0]
