@@ -20,6 +20,7 @@ from llamaswap.server.upstream_client import (
     UpstreamClient,
     UpstreamConnectionError,
     UpstreamResponse,
+    _request_head,
 )
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
@@ -211,3 +212,19 @@ async def test_header_values_cannot_split_the_request() -> None:
         await wait_until(lambda: bool(server.requests))
         assert b"X-Injected" not in server.requests[0]
         assert b"X-Fine: b\r\n" in server.requests[0]
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://127.0.0.1:8080/x?a=1", b"Host: 127.0.0.1:8080\r\n"),
+        ("http://[::1]:9000/y", b"Host: [::1]:9000\r\n"),
+        ("http://example.com/z", b"Host: example.com\r\n"),
+    ],
+)
+def test_request_head_names_the_upstream_host_unless_given(url: str, host: bytes) -> None:
+    head = _request_head("GET", URL(url, encoded=True), [("Accept", "*/*")], b"")
+    assert host in head and b"Content-Length" not in head
+    given = _request_head("POST", URL(url, encoded=True), [("Host", "client.example")], b"")
+    assert b"Host: client.example\r\n" in given and host not in given
+    assert b"Content-Length: 0\r\n" in given

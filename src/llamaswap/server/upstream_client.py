@@ -224,7 +224,9 @@ class UpstreamClient:
         for attempt in range(2):
             connection = await self._connection(key, connect_timeout)
             assert connection.transport is not None
-            connection.transport.write(head + body if body else head)
+            connection.transport.write(head)
+            if body:
+                connection.transport.write(body)  # not joined: a large upload is not copied
             try:
                 await asyncio.shield(connection.headers_ready)
             except UpstreamConnectionError:
@@ -280,7 +282,7 @@ def _request_head(method: str, url: URL, headers: Iterable[tuple[str, str]], bod
         has_host = has_host or name.lower() == "host"
         lines.append(f"{name}: {value}")
     if not has_host:
-        lines.append(f"Host: {url.raw_host}:{url.port}")
+        lines.append(f"Host: {url.host_port_subcomponent}")  # brackets IPv6, omits :80
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(f"Content-Length: {len(body)}")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
