@@ -145,3 +145,24 @@ async def test_upstream_sees_only_the_clients_headers() -> None:
     sent = {name.lower() for name in forwarded}
     assert sent <= {"host", "content-length", "x-forwarded-for"}, forwarded
     assert forwarded.get("Content-Length", "0") == "0"
+
+
+async def test_expect_continue_is_answered_here_not_forwarded() -> None:
+    """The client's `Expect: 100-continue` is answered by llamaswap, which reads the body
+    before forwarding; the upstream gets the body at once and no `Expect`."""
+    async with running_llamaswap(fake_models_yaml(["local"])) as (base, _):
+        host, port = base.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /upstream/local/headers HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n"
+            b"Expect: 100-continue\r\nConnection: close\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 Continue")
+        writer.write(b"{}")
+        raw = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    assert raw.startswith(b"HTTP/1.1 200")
+    forwarded = json.loads(raw.split(b"\r\n\r\n", 1)[1])
+    assert "Expect" not in forwarded
+    assert forwarded["Content-Length"] == "2"

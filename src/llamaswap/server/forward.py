@@ -24,7 +24,9 @@ from llamaswap.server.upstream_client import UpstreamClient
 
 log = logging.getLogger("llamaswap.forward")
 
-# RFC 9110 §7.6.1 connection-specific headers, plus the ones the transport recomputes.
+# RFC 9110 §7.6.1 connection-specific headers, plus the ones the transport recomputes, plus
+# `Expect`: the body was read from the client already (aiohttp answered its 100 Continue), so
+# an upstream must not be asked to say 100 Continue again.
 HOP_BY_HOP = frozenset(
     {
         "connection",
@@ -38,6 +40,7 @@ HOP_BY_HOP = frozenset(
         "upgrade",
         "content-length",
         "host",
+        "expect",
     }
 )
 

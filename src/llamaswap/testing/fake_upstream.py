@@ -439,7 +439,7 @@ def build_app(opts: Options) -> web.Application:
         app.router.add_post(path, r.rerank)
     app.router.add_get("/slow-respond", r.slow_respond)
     app.router.add_get("/test", r.test)
-    app.router.add_get("/headers", r.headers)
+    app.router.add_route("*", "/headers", r.headers)
     app.router.add_get("/env", r.env)
     app.router.add_get("/health", r.health)
     app.router.add_get("/ws", r.websocket)
