@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from helpers import free_port
+from helpers import free_port, wait_until
 from inprocess import fake_models_yaml, running_llamaswap
 
 
@@ -166,3 +166,42 @@ async def test_expect_continue_is_answered_here_not_forwarded() -> None:
     forwarded = json.loads(raw.split(b"\r\n\r\n", 1)[1])
     assert "Expect" not in forwarded
     assert forwarded["Content-Length"] == "2"
+
+
+async def test_peer_requests_are_listed_in_flight_and_can_be_cancelled() -> None:
+    release = asyncio.Event()
+    arrived = asyncio.Event()
+
+    async def slow_chat(request: web.Request) -> web.Response:
+        await request.read()
+        arrived.set()
+        await release.wait()
+        return web.json_response({"from": "peer"})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", slow_chat)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    config = (
+        fake_models_yaml(["local"])
+        + f"peers:\n  slow:\n    proxy: http://127.0.0.1:{port}\n    models: [m]\n"
+    )
+    try:
+        async with (
+            running_llamaswap(config) as (base, state),
+            aiohttp.ClientSession() as session,
+        ):
+            waiting = asyncio.create_task(post_chat(session, base, "slow/m"))
+            await asyncio.wait_for(arrived.wait(), 10)
+            listed = state.inflight.snapshot()
+            assert [r["model"] for r in listed] == ["slow/m"]
+            async with session.post(f"{base}/api/inflight/{listed[0]['id']}/cancel") as resp:
+                assert resp.status == 200
+            with pytest.raises(aiohttp.ClientError):
+                await asyncio.wait_for(waiting, 10)
+            await wait_until(lambda: not state.inflight.snapshot(), message="entry removed")
+    finally:
+        release.set()
+        await runner.cleanup()

@@ -57,26 +57,29 @@ async def serve_peer(
     assert state.session is not None
     session = state.session
     headers = {**changed_headers, **peer_auth_headers(peer.api_key)}
-    return await record_exchange(
-        request,
-        state,
-        f"{peer_id}/{model}",
-        path,
-        body,
-        lambda tap: forward(
+    name = f"{peer_id}/{model}"
+    # Listed in flight (and cancellable) like a local model's request.
+    with state.inflight.track(request, name, state.router.events):
+        return await record_exchange(
             request,
-            session,
-            base_url=peer.proxy,
-            path=path,
-            body=body,
-            connect_timeout=float(peer.timeouts.connect),
-            extra_headers=headers,
-            error_prefix="peer proxy error",
-            tap=tap,
-            client=state.upstream_client,
-        ),
-        changed_headers,
-    )
+            state,
+            name,
+            path,
+            body,
+            lambda tap: forward(
+                request,
+                session,
+                base_url=peer.proxy,
+                path=path,
+                body=body,
+                connect_timeout=float(peer.timeouts.connect),
+                extra_headers=headers,
+                error_prefix="peer proxy error",
+                tap=tap,
+                client=state.upstream_client,
+            ),
+            changed_headers,
+        )
 
 
 async def serve_peer_raw(
