@@ -5,8 +5,9 @@ import * as timeline from "./timeline.js";
 import * as logs from "./logs.js";
 import * as playground from "./playground.js";
 import * as activity from "./activity.js";
+import * as performance from "./performance.js";
 
-const PAGES = { models, activity, timeline, logs, playground };
+const PAGES = { models, activity, timeline, logs, playground, performance };
 const HISTORY_MS = 30 * 60 * 1000; // keep half an hour of state changes
 
 /** Live state shared by the pages, fed by /api/events. */
