@@ -20,9 +20,11 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.registry import Collector
 
 __all__ = [
@@ -165,6 +167,11 @@ class Metrics:
             registry=reg,
         )
         reg.register(_PresentCollector(snapshot))
+        # Per-request series, looked up once per label set (see `_Children`).
+        self._requests = _Children(self.requests)
+        self._request_duration = _Children(self.request_duration)
+        self._ttfb = _Children(self.ttfb)
+        self._tokens = _Children(self.tokens)
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""
@@ -193,16 +200,35 @@ class Metrics:
 
     def record_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
         # Negative counts mean "unknown" in activity rows; a counter only ever grows.
-        self.tokens.labels(model, "in").inc(max(0, input_tokens))
-        self.tokens.labels(model, "out").inc(max(0, output_tokens))
+        self._tokens(model, "in").inc(max(0, input_tokens))
+        self._tokens(model, "out").inc(max(0, output_tokens))
 
     def record_request(self, cell: RequestCell, route: str, status: int) -> None:
         now = time.monotonic()
-        self.requests.labels(cell.model, route, str(status)).inc()
-        self.request_duration.labels(cell.model, route).observe(now - cell.started)
+        self._requests(cell.model, route, str(status)).inc()
+        self._request_duration(cell.model, route).observe(now - cell.started)
         if cell.model:
             first = cell.first_byte if cell.first_byte is not None else now
-            self.ttfb.labels(cell.model).observe(first - cell.started)
+            self._ttfb(cell.model).observe(first - cell.started)
+
+
+M = TypeVar("M", bound=MetricWrapperBase)
+
+
+class _Children(Generic[M]):
+    """`metric.labels(*values)`, remembered per label set: prometheus_client takes a lock and
+    builds a key on every `labels()` call, which showed in the request path's profile. The
+    label sets are the series the metric keeps anyway, so this adds no cardinality."""
+
+    def __init__(self, metric: M) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], M] = {}
+
+    def __call__(self, *values: str) -> M:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 # ---- router hooks (keyed by the router's EventBus) -----------------------------------------

@@ -46,11 +46,13 @@ class _Connection(asyncio.Protocol):
         self.key = key
         self.transport: asyncio.Transport | None = None
         self.reused = False
+        # One parser for the connection's life: a reused connection is always at a message
+        # boundary (only complete answers return it to the pool).
+        self._parser = httptools.HttpResponseParser(self)
         self.reset()
 
     def reset(self) -> None:
-        """Ready for the next request (a fresh parser and answer state)."""
-        self._parser = httptools.HttpResponseParser(self)
+        """Ready for the next request (fresh answer state)."""
         self.reason = ""
         self.status = 0
         self.headers: CIMultiDict[str] = CIMultiDict()
