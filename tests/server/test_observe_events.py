@@ -103,3 +103,27 @@ async def test_slow_client_does_not_block_publishers() -> None:
         assert bus.dropped > 0
         # It is still served: the first frame is the snapshot.
         assert (await EventReader(resp).next())[0] == "modelStatus"
+
+
+async def test_model_status_has_capabilities_and_peer_models() -> None:
+    config = (
+        fake_models_yaml(["a"])
+        + "    capabilities: {in: [text, image], out: [text], tools: true, context: 4096}\n"
+        + "peers:\n  remote:\n    proxy: http://127.0.0.1:9\n    models: [x, y]\n"
+    )
+    async with (
+        running_llamaswap(config) as (base, _),
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/api/events") as resp,
+    ):
+        kind, status = await EventReader(resp).next()
+    assert kind == "modelStatus"
+    assert [(e["id"], e["peerID"]) for e in status] == [
+        ("a", ""),
+        ("remote/x", "remote"),
+        ("remote/y", "remote"),
+    ]
+    assert status[0]["capabilities"]["vision"] is True
+    assert status[0]["capabilities"]["function_calling"] is True
+    assert status[0]["context_length"] == 4096
+    assert status[1]["state"] == "stopped"

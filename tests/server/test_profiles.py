@@ -171,6 +171,9 @@ async def test_profile_changed_on_api_events() -> None:
         assert await until_profile_changed() == {"active": None}  # the initial frame
         await put_active(s, base, {"name": "fast"})
         assert await until_profile_changed() == {"active": "fast"}
+        # [H]: a fresh modelStatus follows, since pins change what names mean.
+        frame = await asyncio.wait_for(events.content.readuntil(b"\n\n"), DEADLINE)
+        assert json.loads(frame.decode().split("data:", 1)[1])["type"] == "modelStatus"
         await put_active(s, base, {"name": None})
         assert await until_profile_changed() == {"active": None}
 

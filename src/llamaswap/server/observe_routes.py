@@ -25,6 +25,7 @@ from llamaswap.observe import metrics
 from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.server import activity_routes
+from llamaswap.server.admin import capability_fields
 from llamaswap.server.state import STATE, AppState
 
 __all__ = ["LogBufferHandler", "add_routes", "format_time", "model_status", "ui_config"]
@@ -218,7 +219,8 @@ async def _stream_out(
 
 
 def model_status(state: AppState) -> list[dict[str, Any]]:
-    """The `modelStatus` payload: every configured model, sorted by id."""
+    """The `modelStatus` payload (spec §5.9 [H]): every local model sorted by id, with its
+    capabilities when configured, then every peer model (`<peer>/<model>`, no process)."""
     out = []
     for model_id in sorted(state.config.models):
         model = state.config.models[model_id]
@@ -232,7 +234,23 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
         }
         if model.aliases:
             entry["aliases"] = list(model.aliases)
+        if not model.capabilities.is_empty():
+            entry["capabilities"] = capability_fields(model.capabilities)["capabilities"]
+            if model.capabilities.context:
+                entry["context_length"] = model.capabilities.context
         out.append(entry)
+    for peer_id in sorted(state.config.peers):
+        for peer_model in state.config.peers[peer_id].models:
+            out.append(
+                {
+                    "id": f"{peer_id}/{peer_model}",
+                    "name": "",
+                    "description": "",
+                    "state": "stopped",
+                    "unlisted": False,
+                    "peerID": peer_id,
+                }
+            )
     return out
 
 
@@ -295,7 +313,10 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     def on_event(event: Any) -> bytes:
         if event.kind == "modelState":
             return sse_frame("modelStatus", model_status(app[STATE]))
-        return sse_frame(event.kind, event.data)
+        frame = sse_frame(event.kind, event.data)
+        if event.kind == "profileChanged":  # [H]: the pins change what a name means
+            frame += sse_frame("modelStatus", model_status(app[STATE]))
+        return frame
 
     pumps = [
         asyncio.create_task(_pump(bus_sub, on_event, out)),

@@ -27,8 +27,11 @@ export const store = {
   subscribe(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); },
 };
 
-function onModelStatus(list) {
+function onModelStatus(all) {
   const now = Date.now();
+  // Local models only: peer models (peerID set) have no process, lane or log here; the
+  // Models page lists them from /v1/models.
+  const list = all.filter((m) => !m.peerID);
   store.models = list;
   store.received = true;
   for (const m of list) {
