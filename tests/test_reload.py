@@ -116,6 +116,7 @@ async def test_reload_changing_one_cmd_restarts_only_that_model(tmp_path: Path) 
         assert content(await chat(session, base, "a")) == "one"
         assert content(await chat(session, base, "b")) == "one"
         a_pid, b_pid = pid(server, "a"), pid(server, "b")
+        b_log = server.state.router.logs["b"]
         stream = Stream(session, base, "a", chunks=40)  # ~2 s, running across the reload
         await asyncio.wait_for(stream.first.wait(), 10)
 
@@ -128,6 +129,8 @@ async def test_reload_changing_one_cmd_restarts_only_that_model(tmp_path: Path) 
         assert content(await chat(session, base, "b")) == "two"
         assert pid(server, "b") != b_pid
         await wait_until(lambda: pid_gone(b_pid), message="old b process gone")
+        # Followers of /logs/stream/b keep one stream across the restart.
+        assert server.state.router.logs["b"] is b_log
 
 
 async def test_request_in_flight_on_a_changed_model_finishes_before_it_restarts(

@@ -120,7 +120,9 @@ class Router:
             spec = process_spec(model, config.health_check_timeout)
             process = (adopted or {}).get(model.id)
             if process is None:
-                logs = (log_buffers or {}).get(model.id) or LogBuffer(parents=(upstream_log,))
+                logs = (log_buffers or {}).get(model.id)
+                if logs is None:
+                    logs = LogBuffer(parents=(upstream_log,))
                 process = UpstreamProcess(
                     spec,
                     logs=logs,
