@@ -92,8 +92,18 @@ class BadRequest(RequestError):
 
 
 class TooManyRequests(RequestError):
+    """429: `concurrency_limit` (llama-swap's answer) or `queue_full` (past `maxQueue`).
+
+    `retry_after` is the number of seconds the client is told to wait (`Retry-After`)."""
+
     status = 429
     code = "concurrency_limit"
+
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = retry_after
 
 
 class RequestRejected(RequestError):

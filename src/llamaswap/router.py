@@ -24,6 +24,7 @@ from llamaswap.observe.events import EventBus
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor import ProcessSpec, ProcessState, UpstreamProcess
 from llamaswap.swap.effects import (
+    CancelStart,
     Effect,
     Grant,
     QueuePosition,
@@ -32,8 +33,10 @@ from llamaswap.swap.effects import (
     StopModels,
     StopReason,
 )
+from llamaswap.swap.load_times import LoadTime
 from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
-from llamaswap.swap.scheduler import ModelRules, Phase, Scheduler
+from llamaswap.swap.rules import Admission, Backoff, ModelRules, Policy, SchedulerSettings
+from llamaswap.swap.scheduler import BackoffState, Phase, Scheduler
 
 log = logging.getLogger("llamaswap.router")
 
@@ -79,6 +82,30 @@ def same_launch(a: ProcessSpec, b: ProcessSpec) -> bool:
     return replace(a, health_check_timeout=b.health_check_timeout) == b
 
 
+def model_rules(config: Config) -> dict[str, ModelRules]:
+    return {
+        m.id: ModelRules(
+            priority=config.fifo_priority(m.id),
+            concurrency_limit=m.concurrency_limit,
+            ttl=float(m.ttl),
+            admission=Admission.LIMIT if m.limits_reservations else Admission.QUEUE,
+            max_queue=m.max_queue,
+            max_wait=float(m.max_wait if m.max_wait is not None else 0.0),
+        )
+        for m in config.models.values()
+    }
+
+
+def scheduler_settings(config: Config) -> SchedulerSettings:
+    scheduler = config.routing.scheduler
+    return SchedulerSettings(
+        policy=Policy(scheduler.policy),
+        min_resident=scheduler.min_resident,
+        cancel_abandoned_loads=scheduler.cancel_abandoned_loads,
+        backoff=Backoff(scheduler.backoff.after, scheduler.backoff.initial, scheduler.backoff.max),
+    )
+
+
 def eviction_policy(config: Config) -> EvictionPolicy:
     matrix = config.compiled_matrix()
     if matrix is not None:
@@ -98,22 +125,21 @@ class Router:
         clock: Callable[[], float] = time.monotonic,
         adopted: Mapping[str, UpstreamProcess] | None = None,
         log_buffers: Mapping[str, LogBuffer] | None = None,
+        load_times: Mapping[str, LoadTime] | None = None,
+        on_load_time: Callable[[str, LoadTime], None] | None = None,
     ) -> None:
         """`adopted`: running processes taken over from the previous config's router;
-        `log_buffers`: its per-model logs, kept so that log followers see one stream."""
+        `log_buffers`: its per-model logs, kept so that log followers see one stream;
+        `load_times`: learned load times to start from; `on_load_time` is told each update."""
         self.config = config
         self.events = events  # the server's bus; it outlives this router across reloads
         self.upstream_log = upstream_log
         self._clock = clock
-        rules = {
-            m.id: ModelRules(
-                priority=config.fifo_priority(m.id),
-                concurrency_limit=m.concurrency_limit,
-                ttl=float(m.ttl),
-            )
-            for m in config.models.values()
-        }
-        self._scheduler = Scheduler(rules, eviction_policy(config))
+        self._on_load_time = on_load_time
+        self._scheduler = Scheduler(
+            model_rules(config), eviction_policy(config), scheduler_settings(config), load_times
+        )
+        self._ready_since: dict[str, float] = {}
         self.logs: dict[str, LogBuffer] = {}
         self.processes: dict[str, UpstreamProcess] = {}
         for model in config.models.values():
@@ -253,6 +279,41 @@ class Router:
     def lease_count(self, model: str) -> int:
         return self._scheduler.lease_count(model)
 
+    def queued(self, model: str) -> int:
+        """Requests for `model` waiting for it to load, or for a free slot."""
+        return self._scheduler.waiting_for(model)
+
+    @property
+    def policy(self) -> Policy:
+        return self._scheduler.policy
+
+    def load_time(self, model: str) -> float | None:
+        """The learned start→ready seconds of `model`, if it was ever loaded."""
+        learned = self._scheduler.load_time(model)
+        return None if learned is None else learned.seconds
+
+    def load_times(self) -> dict[str, LoadTime]:
+        return self._scheduler.load_times()
+
+    def backoff(self, model: str) -> BackoffState | None:
+        """The model's crash-loop backoff while it lasts."""
+        return self._scheduler.backoff(model, self._clock())
+
+    def backoff_left(self, state: BackoffState) -> float:
+        return max(0.0, state.until - self._clock())
+
+    def ready_since(self, model: str) -> float | None:
+        """Wall-clock time at which `model` last became ready, while it is running."""
+        return self._ready_since.get(model)
+
+    def idle_for(self, model: str) -> float | None:
+        """Seconds since `model`'s last request finished (or it became ready), when it is
+        ready with nothing in flight; else None."""
+        if self.state(model) is not ProcessState.READY or self.lease_count(model):
+            return None
+        since = self._scheduler.idle_since(model)
+        return None if since is None else max(0.0, self._clock() - since)
+
     # ---- effects ---------------------------------------------------------------------------
 
     def _apply(self, effects: list[Effect]) -> None:
@@ -265,6 +326,9 @@ class Router:
                 self.spawn_background(self._run_swap(effect), f"swap-{effect.target}")
             elif isinstance(effect, StopModels):
                 self.spawn_background(self._stop_models(effect), "stop")
+            elif isinstance(effect, CancelStart):
+                log.info("every request waiting for %s left: aborting its start", effect.target)
+                self.spawn_background(self._abort_start(effect.target), "abort")
             elif isinstance(effect, QueuePosition):
                 listener = self._queue_listeners.get(effect.request_id)
                 if listener is not None:
@@ -295,7 +359,9 @@ class Router:
             return
         error: RequestError
         if reject.status == 429:
-            error = TooManyRequests(reject.message)
+            error = TooManyRequests(
+                reject.message, code=reject.code, retry_after=reject.retry_after
+            )
         else:
             error = RequestError(reject.message, status=reject.status, code=reject.code)
         future.set_exception(error)
@@ -309,6 +375,8 @@ class Router:
     async def _run_swap(self, swap: StartSwap) -> None:
         started = self._clock()
         error: str | None = None
+        load_time: float | None = None
+        target = self.processes[swap.target]
         try:
             await asyncio.gather(
                 *(
@@ -316,10 +384,16 @@ class Router:
                     for m in swap.evict
                 )
             )
-            await self.processes[swap.target].ensure_ready()
+            cold = target.state is not ProcessState.READY
+            loading = self._clock()
+            await target.ensure_ready()
+            if cold:
+                load_time = self._clock() - loading
         except UpstreamError as exc:
             error = str(exc)
-        log.info(
+        log_at = logging.WARNING if error else logging.INFO
+        log.log(
+            log_at,
             "swap to %s (evicted %s) %s in %.2fs",
             swap.target,
             ", ".join(sorted(swap.evict)) or "nothing",
@@ -334,10 +408,30 @@ class Router:
                 "evicted": sorted(swap.evict),
                 "error": error,
                 "duration_s": self._clock() - started,
+                "load_s": load_time,
             },
         )
         if not self._closed:
-            self._apply(self._scheduler.on_swap_done(swap.swap_id, error, self._clock()))
+            self._apply(self._scheduler.on_swap_done(swap.swap_id, error, self._clock(), load_time))
+            self._after_swap(swap.target, error, load_time)
+
+    def _after_swap(self, model: str, error: str | None, load_time: float | None) -> None:
+        """Publish what the swap taught: a new load time, or a crash-loop backoff."""
+        learned = self._scheduler.load_time(model)
+        if load_time is not None and learned is not None and self._on_load_time is not None:
+            self._on_load_time(model, learned)
+        backoff = self.backoff(model)
+        if error is not None and backoff is not None:
+            log.error(
+                "%s failed to start %d times in a row: refusing its requests for %.0fs",
+                model,
+                backoff.failures,
+                self.backoff_left(backoff),
+            )
+        self.events.publish("modelStatusChanged", {"id": model})
+
+    async def _abort_start(self, model: str) -> None:
+        await self.processes[model].stop(float(self.config.models[model].unload_timeout))
 
     async def _stop_models(self, stop: StopModels) -> None:
         async def stop_one(model: str) -> None:
@@ -420,7 +514,12 @@ class Router:
             clock=self._clock,
             adopted=adopted,
             log_buffers=self.logs,
+            load_times=self._scheduler.load_times(),
+            on_load_time=self._on_load_time,
         )
+        for model_id in adopted:
+            if model_id in self._ready_since:
+                successor._ready_since[model_id] = self._ready_since[model_id]
         now = self._clock()
         for model_id in adopted:
             old_ids = self._scheduler.leases_on(model_id)
@@ -470,6 +569,10 @@ class Router:
     # ---- process callbacks -----------------------------------------------------------------
 
     def _on_state_change(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        if new is ProcessState.READY:
+            self._ready_since[model] = time.time()
+        elif new is not ProcessState.STOPPING:
+            self._ready_since.pop(model, None)
         self.events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
 
     def _on_unexpected_exit(self, model: str, code: int | None) -> None:

@@ -67,6 +67,10 @@ async def test_initial_snapshot_then_live_events() -> None:
                 "state": "stopped",
                 "unlisted": False,
                 "peerID": "",
+                "inFlight": 0,
+                "queued": 0,
+                "loadTimeS": None,
+                "backoff": None,
             }
             assert status[1]["aliases"] == ["b-alias"]
             assert await reader.next() == (

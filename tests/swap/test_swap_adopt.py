@@ -5,6 +5,7 @@ from __future__ import annotations
 from swap_harness import Group, Harness, grants, group_policy, only_swap, rejects
 
 from llamaswap.swap.effects import Grant
+from llamaswap.swap.rules import Admission
 from llamaswap.swap.scheduler import ModelRules, Phase
 
 MODELS = ("a", "b", "c")
@@ -35,7 +36,9 @@ def test_adopted_leases_hold_off_a_swap_until_each_is_served() -> None:
 
 
 def test_adopted_leases_count_toward_the_concurrency_limit() -> None:
-    h = one_at_a_time({m: ModelRules(concurrency_limit=2) for m in MODELS})
+    h = one_at_a_time(
+        {m: ModelRules(concurrency_limit=2, admission=Admission.LIMIT) for m in MODELS}
+    )
     h.scheduler.adopt_ready("a", [101, 102], h.now)
     assert rejects(h.request(1, "a"))[1].status == 429
     h.served(101)

@@ -15,6 +15,7 @@ from swap_harness import (
 )
 
 from llamaswap.swap.effects import Grant, Reject, StartSwap, StopModels, StopReason
+from llamaswap.swap.rules import Admission
 from llamaswap.swap.scheduler import ModelRules, Phase
 
 MODELS = ("a", "b", "c", "d")
@@ -233,13 +234,16 @@ def test_priority_order_with_fifo_ties() -> None:
     assert order == ["a", "c", "b", "d"]
 
 
+LIMIT = Admission.LIMIT
+
+
 def test_concurrency_limit_default_is_ten() -> None:
-    h = one_at_a_time()
+    h = one_at_a_time({m: ModelRules(admission=LIMIT) for m in MODELS})
     swap = only_swap(h.request(1, "a"))
     for request_id in range(2, 11):
         assert rejects(h.request(request_id, "a")) == {}
     [reject] = h.request(11, "a")
-    assert reject == Reject(11, 429, "Too many requests", "concurrency_limit")
+    assert reject == Reject(11, 429, "Too many requests", "concurrency_limit", 1.0)
     h.swap_done(swap.swap_id)
     # Granted requests keep their reservation until served.
     assert rejects(h.request(12, "a"))[12].status == 429
@@ -248,7 +252,9 @@ def test_concurrency_limit_default_is_ten() -> None:
 
 
 def test_concurrency_limit_custom_and_per_model() -> None:
-    rules = {m: ModelRules(concurrency_limit=2 if m == "a" else 10) for m in MODELS}
+    rules = {
+        m: ModelRules(concurrency_limit=2 if m == "a" else 10, admission=LIMIT) for m in MODELS
+    }
     h = one_at_a_time(rules)
     ready(h, "a", 1)
     assert grants(h.request(2, "a")) == [2]
@@ -258,7 +264,7 @@ def test_concurrency_limit_custom_and_per_model() -> None:
 
 
 def test_queued_and_swap_waiting_requests_reserve_and_cancel_releases() -> None:
-    rules = {m: ModelRules(concurrency_limit=2) for m in MODELS}
+    rules = {m: ModelRules(concurrency_limit=2, admission=LIMIT) for m in MODELS}
     h = one_at_a_time(rules)
     ready(h, "a", 1)
     h.request(2, "a")  # lease on a

@@ -14,6 +14,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, fi
 from pydantic import model_validator as _model_validator
 from pydantic.alias_generators import to_camel
 
+from llamaswap.config.durations import Duration
+
 if TYPE_CHECKING:
     from llamaswap.config.matrix import CompiledMatrix
 
@@ -21,6 +23,9 @@ Scalar = str | int | float | bool
 
 DEFAULT_GROUP = "(default)"
 DEFAULT_CONCURRENCY_LIMIT = 10
+DEFAULT_MAX_QUEUE = 256
+DEFAULT_MAX_WAIT_S = 10.0
+DEFAULT_MIN_RESIDENT_S = 5.0
 # The model `/comfyui/...` is served by; its websocket and concurrency settings are forced.
 COMFYUI_MODEL_ID = "comfyui_auto"
 COMFYUI_MIN_CONCURRENCY_LIMIT = 50
@@ -144,10 +149,22 @@ class ModelConfig(_Base):
     description: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
     concurrency_limit: int = 0
+    # Scheduler overrides (0 / None: the `routing.scheduler` value).
+    max_queue: int = 0
+    max_wait: Duration | None = None
     send_loading_state: bool = False
     timeouts: Timeouts = Field(default_factory=Timeouts)
     compat: CompatConfig = Field(default_factory=CompatConfig)
     capabilities: CapabilitiesConfig = Field(default_factory=CapabilitiesConfig)
+
+    # Set by `Config`: True when `concurrencyLimit` was written (llama-swap's 429 semantics).
+    _limits_reservations: bool = PrivateAttr(default=False)
+
+    @property
+    def limits_reservations(self) -> bool:
+        """True when `concurrencyLimit` counts waiting requests too and refuses the excess
+        (as llama-swap); False when it only caps requests in flight and the rest queue."""
+        return self._limits_reservations
 
     @field_validator("name", "description", mode="after")
     @classmethod
@@ -190,8 +207,25 @@ class SchedulerSettings(_Base):
     fifo: FifoSettings = Field(default_factory=FifoSettings)
 
 
+class BackoffConfig(_Base):
+    """Crash-loop backoff: after `after` failed starts in a row (0: never), requests for the
+    model are refused for `initial`, doubling on each further failure up to `max`."""
+
+    after: int = Field(default=3, ge=0)
+    initial: Duration = 5.0
+    max: Duration = 300.0
+
+
 class SchedulerConfig(_Base):
+    """`use` is llama-swap's scheduler name (only `fifo`); `policy` picks the order."""
+
     use: Literal["fifo"] = "fifo"
+    policy: Literal["batch", "fifo"] = "batch"
+    max_queue: int = Field(default=DEFAULT_MAX_QUEUE, ge=1)
+    max_wait: Duration = DEFAULT_MAX_WAIT_S
+    min_resident: Duration = DEFAULT_MIN_RESIDENT_S
+    cancel_abandoned_loads: bool = False
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig)
     settings: SchedulerSettings = Field(default_factory=SchedulerSettings)
 
 
@@ -341,14 +375,21 @@ class Config(_Base):
                 m.ttl = self.global_ttl
             if m.unload_timeout == 0:
                 m.unload_timeout = self.unload_timeout
+            # A limit the user wrote keeps llama-swap's meaning (waiting requests count).
+            m._limits_reservations = m.concurrency_limit > 0
             if m.concurrency_limit <= 0:
                 m.concurrency_limit = DEFAULT_CONCURRENCY_LIMIT
+            if m.max_queue <= 0:
+                m.max_queue = self.routing.scheduler.max_queue
+            if m.max_wait is None:
+                m.max_wait = self.routing.scheduler.max_wait
             if "send_loading_state" not in m.model_fields_set:
                 m.send_loading_state = self.send_loading_state
             if model_id == COMFYUI_MODEL_ID:
                 # A ComfyUI page keeps its websocket open and fires many small requests.
                 m.compat.ignore_websockets = True
                 m.concurrency_limit = max(m.concurrency_limit, COMFYUI_MIN_CONCURRENCY_LIMIT)
+                m._limits_reservations = True
         return self
 
     def resolve_model(self, name: str) -> str | None:

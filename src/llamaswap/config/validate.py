@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
+from llamaswap.config.durations import parse_duration
 from llamaswap.config.matrix import compile_matrix
 from llamaswap.config.model import Config, MatrixConfig
 from llamaswap.config.names import validate_names
@@ -18,8 +19,6 @@ from llamaswap.config.normalise import Origins
 from llamaswap.errors import ConfigError, ConfigProblem
 
 MODALITIES = ("text", "audio", "image")
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 MIN_PERFORMANCE_EVERY = 5.0
 
 
@@ -169,20 +168,6 @@ def _preload(config: Config) -> None:
     """Preload names trimmed, empties and unknown names dropped, aliases resolved, deduped."""
     ids = (config.resolve_model(n.strip()) for n in config.hooks.on_startup.preload)
     config.hooks.on_startup.preload = list(dict.fromkeys(i for i in ids if i is not None))
-
-
-def parse_duration(text: str) -> float | None:
-    """Seconds in a Go duration string (`5s`, `1m30s`, `1.5h`), or None if it is not one."""
-    text = text.strip()
-    if text == "0":
-        return 0.0
-    pos, total = 0, 0.0
-    for match in _DURATION.finditer(text):
-        if match.start() != pos:
-            return None
-        total += float(match.group(1)) * _UNIT[match.group(2)]
-        pos = match.end()
-    return total if pos == len(text) and pos > 0 else None
 
 
 def _misc(config: Config) -> Iterator[ConfigProblem]:

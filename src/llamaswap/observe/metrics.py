@@ -57,6 +57,9 @@ class Snapshot:
     queue_depth: int
     leases: Mapping[str, int]
     states: Mapping[str, str]
+    queued: Mapping[str, int] = field(default_factory=dict)
+    load_seconds: Mapping[str, float] = field(default_factory=dict)
+    backoff_failures: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -101,7 +104,27 @@ class _PresentCollector(Collector):
         for model, current in sorted(snap.states.items()):
             for state in PROCESS_STATES:
                 states.add_metric([model, state], 1 if state == current else 0)
-        return [depth, leases, states]
+        queued = _per_model(
+            "llamaswap_model_queued", "Requests waiting for each model.", snap.queued
+        )
+        load = _per_model(
+            "llamaswap_model_load_seconds",
+            "Learned start-to-ready seconds of each model (moving average).",
+            snap.load_seconds,
+        )
+        backoff = _per_model(
+            "llamaswap_model_backoff_failures",
+            "Failed starts in a row of a model that is backing off (absent when it is not).",
+            snap.backoff_failures,
+        )
+        return [depth, leases, states, queued, load, backoff]
+
+
+def _per_model(name: str, documentation: str, values: Mapping[str, float]) -> GaugeMetricFamily:
+    gauge = GaugeMetricFamily(name, documentation, labels=["model"])
+    for model, value in sorted(values.items()):
+        gauge.add_metric([model], value)
+    return gauge
 
 
 class Metrics:

@@ -231,6 +231,7 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
             "state": state.router.state(model_id).value,
             "unlisted": model.unlisted,
             "peerID": "",
+            **scheduling_fields(state, model_id),
         }
         if model.aliases:
             entry["aliases"] = list(model.aliases)
@@ -252,6 +253,25 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def scheduling_fields(state: AppState, model_id: str) -> dict[str, Any]:
+    """What the scheduler knows of one model: requests in flight and queued, the learned
+    start→ready seconds, and its crash-loop backoff (None unless it is backing off)."""
+    router = state.router
+    backoff = router.backoff(model_id)
+    return {
+        "inFlight": router.lease_count(model_id),
+        "queued": router.queued(model_id),
+        "loadTimeS": router.load_time(model_id),
+        "backoff": None
+        if backoff is None
+        else {
+            "failures": backoff.failures,
+            "retryInS": round(router.backoff_left(backoff), 1),
+            "lastError": backoff.last_error,
+        },
+    }
 
 
 def ui_config(state: AppState) -> dict[str, Any]:
@@ -295,7 +315,15 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     # Subscribe, then snapshot, with no await between: nothing is missed or doubled.
     bus_sub = _bus(state).subscribe(
         EVENTS_QUEUE,
-        kinds=("modelState", "swap", "inflight", "queue", "profileChanged", "activity"),
+        kinds=(
+            "modelState",
+            "modelStatusChanged",
+            "swap",
+            "inflight",
+            "queue",
+            "profileChanged",
+            "activity",
+        ),
     )
     proxy_sub = proxy.subscribe()
     upstream_sub = upstream.subscribe()
@@ -311,8 +339,12 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     )
 
     def on_event(event: Any) -> bytes:
-        if event.kind == "modelState":
+        if event.kind in ("modelState", "modelStatusChanged"):
             return sse_frame("modelStatus", model_status(app[STATE]))
+        if event.kind == "queue":  # queue depths per model live in modelStatus
+            return sse_frame("queue", event.data) + sse_frame(
+                "modelStatus", model_status(app[STATE])
+            )
         frame = sse_frame(event.kind, event.data)
         if event.kind == "profileChanged":  # [H]: the pins change what a name means
             frame += sse_frame("modelStatus", model_status(app[STATE]))
@@ -387,6 +419,9 @@ def _snapshot(app: web.Application) -> metrics.Snapshot:
         queue_depth=router.queue_depth(),
         leases={m: router.lease_count(m) for m in models},
         states={m: router.state(m).value for m in models},
+        queued={m: router.queued(m) for m in models},
+        load_seconds={m: s for m in models if (s := router.load_time(m)) is not None},
+        backoff_failures={m: b.failures for m in models if (b := router.backoff(m)) is not None},
     )
 
 

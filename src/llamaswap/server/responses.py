@@ -13,6 +13,7 @@ Bodies carry only the message: never a traceback.
 from __future__ import annotations
 
 import html
+import math
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from llamaswap.errors import RequestError
+from llamaswap.errors import RequestError, TooManyRequests
 
 __all__ = [
     "error_body",
@@ -115,14 +116,22 @@ def error_response(
     return _json_response(status, error_body(status, message, code=code), headers)
 
 
-def too_many_requests_response() -> web.Response:
-    """The §3.7 concurrency-limit answer: always JSON, `Retry-After: 1`."""
-    body = error_body(429, "Too many requests", code="concurrency_limit")
-    return _json_response(429, body, {"Retry-After": "1"})
+def too_many_requests_response(
+    message: str = "Too many requests",
+    code: str = "concurrency_limit",
+    retry_after: float | None = None,
+) -> web.Response:
+    """The §3.7 answer: always JSON with `Retry-After` (1 s unless the scheduler knows better,
+    e.g. a full queue says how long its model takes to load)."""
+    seconds = max(1, math.ceil(retry_after)) if retry_after is not None else 1
+    body = error_body(429, message, code=code)
+    return _json_response(429, body, {"Retry-After": str(seconds)})
 
 
 def response_for_error(accept: str, exc: RequestError) -> web.Response:
     """Translate a `RequestError` into its response (429s always as §3.7 JSON)."""
+    if isinstance(exc, TooManyRequests):
+        return too_many_requests_response(exc.message, exc.code or "", exc.retry_after)
     if exc.status == 429 and exc.code == "concurrency_limit":
         return too_many_requests_response()
     return error_response(accept, exc.status, exc.message, code=exc.code)

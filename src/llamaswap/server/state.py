@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import aiohttp
 from aiohttp import web
 
+from llamaswap.config.durations import parse_duration
 from llamaswap.config.model import Config, PerformanceConfig
-from llamaswap.config.validate import parse_duration
 from llamaswap.observe.activity import ActivityStore, reuse_or_open
 from llamaswap.observe.captures import CaptureBuffer
 from llamaswap.observe.performance import PerformanceMonitor, PerformanceSettings

@@ -30,6 +30,8 @@ class Reject:
     status: int
     message: str
     code: str | None = None
+    # For 429s: seconds after which a retry may succeed (the `Retry-After` header).
+    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,16 @@ class StopModels:
 
 
 @dataclass(frozen=True)
+class CancelStart:
+    """Every request waiting for launched swap `swap_id` left: abort the start of `target`.
+
+    The swap still ends with `Scheduler.on_swap_done` (with the abort as its error)."""
+
+    swap_id: int
+    target: str
+
+
+@dataclass(frozen=True)
 class QueuePosition:
     """The request is waiting; `position` is 1-based among waiting requests."""
 
@@ -60,4 +72,4 @@ class QueuePosition:
     position: int
 
 
-Effect = Grant | Reject | StartSwap | StopModels | QueuePosition
+Effect = Grant | Reject | StartSwap | StopModels | CancelStart | QueuePosition

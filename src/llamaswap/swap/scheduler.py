@@ -8,19 +8,31 @@ and "the request is forwarded": a model holding a lease is never stopped by a sw
 Per model the scheduler tracks a phase: STOPPED, STARTING (the target of a launched swap),
 READY, STOPPING (evicted by a launched swap, or stopped for TTL/unload).
 
-Decision tree for each queued request, re-run in queue order (priority desc, then arrival)
-whenever anything changes:
+Admission (on arrival): a model in crash-loop backoff → 503 at once. `Admission.LIMIT`
+(llama-swap's `concurrencyLimit`): every admitted request counts until it is served and the
+excess gets 429. `Admission.QUEUE` (the default): at most `concurrency_limit` requests hold
+leases at once and the rest wait, up to `max_queue` waiting, past which 429.
+
+Decision tree for each waiting request, re-run whenever anything changes, in queue order
+(`fifo`: priority desc, then arrival; `batch`: see `ordering.batch_order`):
   1. Its model is STOPPING → keep waiting (it is started again once the stop finishes).
-  2. A swap targeting its model exists → join that swap's waiters (collation: one start).
-  3. Its model is READY and no swap is waiting to evict it → grant (lease) now.
-  4. Its model is READY but a pending swap will evict it → keep waiting (no starvation of the
-     swap by a stream of new requests).
-  5. Its model is STOPPED: ask the policy which running models must go. If that collides with
-     a swap in progress (our evictions include its target or overlap its evictions, or a model
-     to evict is already stopping) → keep waiting. Otherwise create a swap. A swap launches
-     (StartSwap effect) only once no model it evicts holds a lease; until then it drains,
-     and its waiters return to the queue before every re-run (so priority order holds and
-     a swap nobody waits for any more is dropped). A launched swap always completes.
+  2. A swap targeting its model exists → join that swap's waiters (collation: one start),
+     unless that swap is closed (unloaded or abandoned while starting) → keep waiting.
+  3. Its model is READY, no swap is waiting to evict it and it has a free in-flight slot:
+     a. the eviction policy evicts nothing for it → grant (lease) now;
+     b. it still evicts running models (an `exclusive` group's member while a non-exclusive
+        group's member runs) → plan a swap that evicts them, as in step 5, then grant.
+  4. Its model is READY but a planned swap will evict it, or all its slots are taken → wait.
+  5. Its model is STOPPED: in crash-loop backoff → 503. Else ask the policy which running
+     models must go. If that collides with another swap (our evictions include its target or
+     overlap its evictions, or a model to evict is already stopping) → keep waiting. Under
+     `batch`, a model still in use (leases in flight or requests waiting for it) is not
+     evicted unless it has been ready for `min_resident` and has no waiting requests, or the
+     request is overdue (waited `max_wait`) → keep waiting. Otherwise plan a swap.
+A planned swap launches (StartSwap) only once no model it evicts holds a lease; until then it
+drains: its evicted models get no new leases, and its waiters return to the queue before every
+re-run (so order holds and a swap nobody waits for any more is dropped). A launched swap
+always completes; with `cancel_abandoned_loads` a start whose waiters all left is aborted.
 """
 
 from __future__ import annotations
@@ -28,9 +40,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 
 from llamaswap.swap.effects import (
+    CancelStart,
     Effect,
     Grant,
     QueuePosition,
@@ -39,31 +51,22 @@ from llamaswap.swap.effects import (
     StopModels,
     StopReason,
 )
+from llamaswap.swap.load_times import LoadTime, LoadTimes
+from llamaswap.swap.ordering import Waiting, batch_order, fifo_order
+from llamaswap.swap.phase import Phase
 from llamaswap.swap.policy import EvictionPolicy
+from llamaswap.swap.rules import Admission, ModelRules, Policy, SchedulerSettings
 
-
-class Phase(StrEnum):
-    STOPPED = "stopped"
-    STARTING = "starting"
-    READY = "ready"
-    STOPPING = "stopping"
+__all__ = ["BackoffState", "ModelRules", "Phase", "Scheduler"]
 
 
 @dataclass(frozen=True)
-class ModelRules:
-    """Per-model scheduling settings taken from the config."""
+class BackoffState:
+    """A model refused because its starts keep failing, until `until` (scheduler time)."""
 
-    priority: int = 0
-    concurrency_limit: int = 10
-    ttl: float = 0.0
-
-
-@dataclass
-class _Waiting:
-    request_id: int
-    model: str
-    priority: int
-    seq: int
+    failures: int
+    until: float
+    last_error: str
 
 
 @dataclass
@@ -71,31 +74,56 @@ class _Swap:
     swap_id: int
     target: str
     evict: frozenset[str]
-    waiters: list[_Waiting] = field(default_factory=list)
+    waiters: list[Waiting] = field(default_factory=list)
     launched: bool = False
+    # The target was READY already: the swap only evicts what its group rules evict.
+    refresh: bool = False
+    # No new waiters join: the target is stopped again once started (unload), or its start
+    # is being aborted because every waiter left (abandoned).
     unload_when_done: bool = False
+    abandoned: bool = False
+
+    @property
+    def closed(self) -> bool:
+        return self.unload_when_done or self.abandoned
 
 
 class Scheduler:
     """See the module docstring. Every `on_*` method returns the effects to carry out, in order."""
 
-    def __init__(self, models: Mapping[str, ModelRules], policy: EvictionPolicy) -> None:
+    def __init__(
+        self,
+        models: Mapping[str, ModelRules],
+        policy: EvictionPolicy,
+        settings: SchedulerSettings | None = None,
+        load_times: Mapping[str, LoadTime] | None = None,
+    ) -> None:
         self._rules = dict(models)
         self._policy = policy
+        self._settings = settings or SchedulerSettings()
+        self._load_times = LoadTimes(self._settings.load_time_weight, load_times)
         self._phase: dict[str, Phase] = dict.fromkeys(self._rules, Phase.STOPPED)
         self._leases: dict[int, str] = {}
         self._lease_count: dict[str, int] = dict.fromkeys(self._rules, 0)
         self._reserved: dict[str, int] = dict.fromkeys(self._rules, 0)
         self._idle_since: dict[str, float] = {}
-        self._queue: list[_Waiting] = []
+        self._ready_at: dict[str, float] = {}
+        self._failures: dict[str, int] = dict.fromkeys(self._rules, 0)
+        self._backoff: dict[str, BackoffState] = {}
+        self._queue: list[Waiting] = []
         self._swaps: dict[int, _Swap] = {}
         self._swap_of_waiter: dict[int, int] = {}
         self._model_of: dict[int, str] = {}
         self._seq = itertools.count()
         self._swap_ids = itertools.count(1)
         self._closed = False
+        self._now = 0.0
 
     # ---- read-only views -------------------------------------------------------------------
+
+    @property
+    def policy(self) -> Policy:
+        return self._settings.policy
 
     def phase(self, model: str) -> Phase:
         return self._phase[model]
@@ -105,6 +133,31 @@ class Scheduler:
 
     def queue_depth(self) -> int:
         return len(self._queue) + sum(len(s.waiters) for s in self._swaps.values())
+
+    def idle_since(self, model: str) -> float | None:
+        """When `model`'s last lease ended (or it became ready), while it is running."""
+        return self._idle_since.get(model)
+
+    def waiting_for(self, model: str) -> int:
+        """Requests for `model` not yet granted (queued, or waiting on its swap)."""
+        # Every admitted request is reserved until it is served: waiting = reserved - leased.
+        return self._reserved[model] - self._lease_count[model]
+
+    def load_time(self, model: str) -> LoadTime | None:
+        """The learned start→ready time of `model`, if it was ever loaded."""
+        return self._load_times.get(model)
+
+    def load_times(self) -> dict[str, LoadTime]:
+        return self._load_times.snapshot()
+
+    def backoff(self, model: str, now: float) -> BackoffState | None:
+        """The model's crash-loop backoff, while it lasts."""
+        state = self._backoff.get(model)
+        return state if state is not None and now < state.until else None
+
+    def start_failures(self, model: str) -> int:
+        """Failed starts of `model` in a row (0 after a successful start)."""
+        return self._failures[model]
 
     def leased_models(self) -> frozenset[str]:
         return frozenset(m for m, n in self._lease_count.items() if n)
@@ -117,13 +170,28 @@ class Scheduler:
         return [StartSwap(s.swap_id, s.target, s.evict) for s in self._swaps.values()]
 
     def next_deadline(self) -> float | None:
-        """The earliest time at which `on_tick` could stop an idle model, if any."""
+        """The earliest future time at which `on_tick` may change something: a ttl expiry, or
+        (under `batch`) a waiting request becoming overdue or a fresh model's `min_resident`
+        ending while others wait."""
         deadlines = [
             self._idle_since[m] + self._rules[m].ttl
             for m in self._ttl_candidates()
             if m in self._idle_since
         ]
-        return min(deadlines, default=None)
+        if self._settings.policy is Policy.BATCH and self._queue:
+            later = [
+                w.arrived + self._rules[w.model].max_wait
+                for w in self._queue
+                if w.arrived + self._rules[w.model].max_wait > self._now
+            ]
+            later += [
+                ready + self._settings.min_resident
+                for ready in self._ready_at.values()
+                if ready + self._settings.min_resident > self._now
+            ]
+            deadlines.append(min(later, default=float("inf")))
+        deadline = min(deadlines, default=None)
+        return None if deadline == float("inf") else deadline
 
     # ---- taking over from a previous config (reload) ----------------------------------------
 
@@ -133,6 +201,7 @@ class Scheduler:
         this scheduler; release each with `on_served`). Call before the first request."""
         self._phase[model] = Phase.READY
         self._idle_since[model] = now
+        self._ready_at[model] = now
         for request_id in lease_ids:
             self._leases[request_id] = model
             self._lease_count[model] += 1
@@ -149,16 +218,14 @@ class Scheduler:
 
     def on_request(self, request_id: int, model: str, now: float) -> list[Effect]:
         """A request for `model` (a real model id) arrived."""
-        if self._closed:
-            return [Reject(request_id, 503, "llamaswap is shutting down")]
-        if model not in self._rules:
-            return [Reject(request_id, 404, "no local server found for requested model")]
-        if self._reserved[model] >= self._rules[model].concurrency_limit:
-            return [Reject(request_id, 429, "Too many requests", "concurrency_limit")]
+        self._now = now
+        rejected = self._admission(request_id, model, now)
+        if rejected is not None:
+            return [rejected]
         self._reserved[model] += 1
         self._model_of[request_id] = model
         self._queue.append(
-            _Waiting(request_id, model, self._rules[model].priority, next(self._seq))
+            Waiting(request_id, model, self._rules[model].priority, next(self._seq), now)
         )
         effects = self._drain(now)
         position = self._position(request_id)
@@ -166,25 +233,36 @@ class Scheduler:
             effects.append(QueuePosition(request_id, position))
         return effects
 
-    def on_swap_done(self, swap_id: int, error: str | None, now: float) -> list[Effect]:
-        """A launched swap finished: evicted models are stopped; the target is ready or failed."""
+    def on_swap_done(
+        self, swap_id: int, error: str | None, now: float, load_time: float | None = None
+    ) -> list[Effect]:
+        """A launched swap finished: evicted models are stopped; the target is ready or failed.
+        `load_time`: how long the target took from start to ready, when it was started."""
+        self._now = now
         swap = self._swaps.pop(swap_id, None)
         if swap is None:
             return []
         effects: list[Effect] = []
         for model in swap.evict:
             self._phase[model] = Phase.STOPPED
+            self._ready_at.pop(model, None)
+        target = swap.target
         if error is None:
-            self._phase[swap.target] = Phase.READY
-            self._idle_since[swap.target] = now
+            self._started(target, now, load_time, fresh=not swap.refresh)
             for waiting in swap.waiters:
                 del self._swap_of_waiter[waiting.request_id]
-                effects.append(self._grant(waiting.request_id, swap.target))
-            if swap.unload_when_done:
-                effects.extend(self._stop_now([swap.target], StopReason.UNLOAD))
+                if self._lease_count[target] < self._rules[target].concurrency_limit:
+                    effects.append(self._grant(waiting.request_id, target))
+                else:
+                    self._queue.append(waiting)  # over the in-flight limit: wait for a slot
+            if swap.unload_when_done or swap.abandoned:
+                effects.extend(self._stop_now([target], StopReason.UNLOAD))
         else:
-            self._phase[swap.target] = Phase.STOPPED
-            message = f"failed to start model {swap.target}: {error}"
+            self._phase[target] = Phase.STOPPED
+            self._ready_at.pop(target, None)
+            if not swap.closed:
+                self._failed(target, error, now)
+            message = f"failed to start model {target}: {error}"
             for waiting in swap.waiters:
                 del self._swap_of_waiter[waiting.request_id]
                 effects.append(self._reject(waiting.request_id, 500, message))
@@ -193,6 +271,7 @@ class Scheduler:
 
     def on_served(self, request_id: int, now: float) -> list[Effect]:
         """A granted request finished (last byte sent, or the client left)."""
+        self._now = now
         model = self._leases.pop(request_id, None)
         if model is None:
             return []
@@ -204,6 +283,7 @@ class Scheduler:
 
     def on_cancel(self, request_id: int, now: float) -> list[Effect]:
         """The client left. Frees its place wherever it is; a granted one counts as served."""
+        self._now = now
         if request_id in self._leases:
             return self.on_served(request_id, now)
         swap_id = self._swap_of_waiter.pop(request_id, None)
@@ -211,7 +291,17 @@ class Scheduler:
             swap = self._swaps[swap_id]
             swap.waiters = [w for w in swap.waiters if w.request_id != request_id]
             self._release(request_id)
-            return self._drain(now)
+            effects: list[Effect] = []
+            if (
+                self._settings.cancel_abandoned_loads
+                and swap.launched
+                and not swap.waiters
+                and not swap.refresh
+                and not swap.closed
+            ):
+                swap.abandoned = True
+                effects.append(CancelStart(swap.swap_id, swap.target))
+            return effects + self._drain(now)
         for i, waiting in enumerate(self._queue):
             if waiting.request_id == request_id:
                 del self._queue[i]
@@ -221,19 +311,24 @@ class Scheduler:
 
     def on_stopped(self, model: str, now: float) -> list[Effect]:
         """A StopModels stop of `model` finished."""
+        self._now = now
         if self._phase.get(model) is Phase.STOPPING and not self._is_evicted_by_launched(model):
             self._phase[model] = Phase.STOPPED
+            self._ready_at.pop(model, None)
         return self._drain(now)
 
     def on_exited(self, model: str, now: float) -> list[Effect]:
         """A ready model's process exited on its own (a crash). It will be started on demand."""
+        self._now = now
         if self._phase.get(model) is Phase.READY:
             self._phase[model] = Phase.STOPPED
+            self._ready_at.pop(model, None)
         return self._drain(now)
 
     def on_unload(self, models: Collection[str] | None, now: float) -> list[Effect]:
         """An operator unloads `models` (None = all). Waiters for them are told; leases are not
         waited for (the operator asked for it)."""
+        self._now = now
         targets = set(self._rules) if models is None else set(models) & set(self._rules)
         effects: list[Effect] = []
         for waiting in [w for w in self._queue if w.model in targets]:
@@ -261,13 +356,15 @@ class Scheduler:
         return effects
 
     def on_tick(self, now: float) -> list[Effect]:
-        """Time passed: stop ready models idle for longer than their ttl."""
+        """Time passed: stop ready models idle for longer than their ttl; requests that became
+        overdue (or models whose `min_resident` ended) are placed again."""
+        self._now = now
         expired = [
             m
             for m in self._ttl_candidates()
             if now - self._idle_since.get(m, now) >= self._rules[m].ttl
         ]
-        return self._stop_now(sorted(expired), StopReason.TTL)
+        return self._stop_now(sorted(expired), StopReason.TTL) + self._drain(now)
 
     def on_shutdown(self) -> list[Effect]:
         """Refuse new work and tell every waiter. Stopping processes is the caller's job."""
@@ -285,20 +382,76 @@ class Scheduler:
 
     # ---- internals -------------------------------------------------------------------------
 
+    def _admission(self, request_id: int, model: str, now: float) -> Reject | None:
+        if self._closed:
+            return Reject(request_id, 503, "llamaswap is shutting down")
+        rules = self._rules.get(model)
+        if rules is None:
+            return Reject(request_id, 404, "no local server found for requested model")
+        backoff = self.backoff(model, now)
+        if backoff is not None:
+            return Reject(request_id, 503, self._backoff_message(model, backoff, now))
+        if rules.admission is Admission.LIMIT:
+            if self._reserved[model] >= rules.concurrency_limit:
+                return Reject(request_id, 429, "Too many requests", "concurrency_limit", 1.0)
+        elif self.waiting_for(model) >= rules.max_queue:
+            retry = max(1.0, self._load_times.seconds(model, self._settings.default_load_time))
+            message = (
+                f"Too many requests: {rules.max_queue} requests already wait for model {model}"
+            )
+            return Reject(request_id, 429, message, "queue_full", retry)
+        return None
+
+    @staticmethod
+    def _backoff_message(model: str, backoff: BackoffState, now: float) -> str:
+        return (
+            f"model {model} failed to start {backoff.failures} times in a row; "
+            f"next attempt in {max(0.0, backoff.until - now):.0f}s. "
+            f"Last error: {backoff.last_error}"
+        )
+
+    def _started(self, model: str, now: float, load_time: float | None, *, fresh: bool) -> None:
+        self._phase[model] = Phase.READY
+        self._idle_since[model] = now
+        if fresh or model not in self._ready_at:
+            self._ready_at[model] = now
+        self._failures[model] = 0
+        self._backoff.pop(model, None)
+        if load_time is not None:
+            self._load_times.observe(model, load_time)
+
+    def _failed(self, model: str, error: str, now: float) -> None:
+        self._failures[model] += 1
+        delay = self._settings.backoff.delay(self._failures[model])
+        if delay > 0:
+            self._backoff[model] = BackoffState(self._failures[model], now + delay, error)
+
     def _drain(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         self._requeue_unlaunched()
-        for waiting in list(self._queue):
-            if self._place(waiting, effects):
+        for waiting in self._ordered(now):
+            if self._place(waiting, now, effects):
                 self._queue.remove(waiting)
         for swap in self._swaps.values():
             if not swap.launched and all(self._lease_count[m] == 0 for m in swap.evict):
                 swap.launched = True
                 for model in swap.evict:
                     self._phase[model] = Phase.STOPPING
-                self._phase[swap.target] = Phase.STARTING
+                if not swap.refresh:
+                    self._phase[swap.target] = Phase.STARTING
                 effects.append(StartSwap(swap.swap_id, swap.target, swap.evict))
         return effects
+
+    def _ordered(self, now: float) -> list[Waiting]:
+        if self._settings.policy is Policy.FIFO:
+            return fifo_order(self._queue)
+        return batch_order(
+            self._queue,
+            now,
+            max_wait={m: r.max_wait for m, r in self._rules.items()},
+            ready=frozenset(m for m, p in self._phase.items() if p is Phase.READY),
+            load_time=lambda m: self._load_times.seconds(m, self._settings.default_load_time),
+        )
 
     def _requeue_unlaunched(self) -> None:
         """A swap still draining leases is a plan, not a commitment: its waiters go back to the
@@ -309,10 +462,9 @@ class Scheduler:
             for waiting in swap.waiters:
                 del self._swap_of_waiter[waiting.request_id]
                 self._queue.append(waiting)
-        # Higher priority first; equal priority keeps arrival order.
-        self._queue.sort(key=lambda w: (-w.priority, w.seq))
+        self._queue[:] = fifo_order(self._queue)
 
-    def _place(self, waiting: _Waiting, effects: list[Effect]) -> bool:
+    def _place(self, waiting: Waiting, now: float, effects: list[Effect]) -> bool:
         """Steps 1–5 of the module docstring. True when the request left the queue."""
         model = waiting.model
         phase = self._phase[model]
@@ -320,7 +472,7 @@ class Scheduler:
             return False
         swap = self._swap_targeting(model)
         if swap is not None:
-            if swap.unload_when_done:
+            if swap.closed:
                 return False  # it is stopped once started: wait, then start it afresh
             swap.waiters.append(waiting)
             self._swap_of_waiter[waiting.request_id] = swap.swap_id
@@ -328,14 +480,43 @@ class Scheduler:
         if phase is Phase.READY:
             if any(model in s.evict for s in self._swaps.values()):
                 return False
-            effects.append(self._grant(waiting.request_id, model))
+            if self._lease_count[model] >= self._rules[model].concurrency_limit:
+                return False
+            evict = self._policy.evictions(model, self._running() - {model})
+            if not evict:
+                effects.append(self._grant(waiting.request_id, model))
+                return True
+            return self._plan(waiting, evict, now, refresh=True)
+        backoff = self.backoff(model, now)
+        if backoff is not None:
+            message = self._backoff_message(model, backoff, now)
+            effects.append(self._reject(waiting.request_id, 503, message))
             return True
         evict = self._policy.evictions(model, self._running() - {model})
-        if self._collides(model, evict):
+        return self._plan(waiting, evict, now, refresh=False)
+
+    def _plan(self, waiting: Waiting, evict: frozenset[str], now: float, *, refresh: bool) -> bool:
+        """Plan a swap to `waiting.model` evicting `evict`, unless that collides or (batch)
+        evicts a model still in use. True when the request joined the new swap."""
+        if self._collides(waiting.model, evict):
             return False
-        swap = _Swap(next(self._swap_ids), model, evict, [waiting])
+        if self._settings.policy is Policy.BATCH and not self._may_evict(evict, waiting, now):
+            return False
+        swap = _Swap(next(self._swap_ids), waiting.model, evict, [waiting], refresh=refresh)
         self._swaps[swap.swap_id] = swap
         self._swap_of_waiter[waiting.request_id] = swap.swap_id
+        return True
+
+    def _may_evict(self, evict: frozenset[str], waiting: Waiting, now: float) -> bool:
+        """Batch: a model still in use keeps running unless the request is overdue."""
+        if now - waiting.arrived >= self._rules[waiting.model].max_wait:
+            return True
+        for model in evict:
+            if self.waiting_for(model):
+                return False
+            fresh = now - self._ready_at.get(model, now) < self._settings.min_resident
+            if self._lease_count[model] and fresh:
+                return False
         return True
 
     def _running(self) -> frozenset[str]:
@@ -366,7 +547,7 @@ class Scheduler:
             if rules.ttl > 0
             and self._phase[m] is Phase.READY
             and self._lease_count[m] == 0
-            and not any(m in s.evict for s in self._swaps.values())
+            and not any(m in s.evict or m == s.target for s in self._swaps.values())
         ]
 
     def _stop_now(self, models: list[str], reason: StopReason) -> list[Effect]:
@@ -374,6 +555,7 @@ class Scheduler:
             return []
         for model in models:
             self._phase[model] = Phase.STOPPING
+            self._ready_at.pop(model, None)
         return [StopModels(frozenset(models), reason)]
 
     def _grant(self, request_id: int, model: str) -> Grant:
