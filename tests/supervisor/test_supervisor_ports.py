@@ -7,7 +7,6 @@ and the impostor must never see a request.
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -15,33 +14,32 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAKE_UPSTREAM, free_port, wait_until, wait_until_sync
+from helpers import FAKE_UPSTREAM, free_port, outside_server, port_listening, wait_until
 from llamaswap.errors import StartError
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor.ports import confirm_owner, local_port
 from llamaswap.supervisor.process import ProcessSpec, ProcessState, UpstreamProcess
 
 
-def _listening(port: int) -> bool:
-    with socket.socket() as sock:
-        return sock.connect_ex(("127.0.0.1", port)) == 0
-
-
 @pytest.fixture
 def impostor(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, Path]]:
     """A fake upstream (not ours) listening on a port, logging every request to a file."""
     port = free_port()
-    out = tmp_path / "impostor.log"
-    with out.open("wb") as sink:
-        proc = subprocess.Popen(
-            [*FAKE_UPSTREAM, "--port", str(port), "--model", "impostor"], stdout=sink
-        )
-    try:
-        assert wait_until_sync(lambda: _listening(port), 10.0), "impostor did not listen"
-        yield proc, port, out
-    finally:
-        proc.kill()
-        proc.wait()
+    log = tmp_path / "impostor.log"
+    with outside_server(port, log) as proc:
+        yield proc, port, log
+
+
+def _spec(cmd_port: int, proxy: str, timeout: float) -> ProcessSpec:
+    return ProcessSpec(
+        model_id="m1",
+        cmd=" ".join([*FAKE_UPSTREAM, "--port", str(cmd_port)]),
+        cmd_stop="",
+        proxy=proxy,
+        check_endpoint="/health",
+        env=(),
+        health_check_timeout=timeout,
+    )
 
 
 def test_local_port_only_for_loopback_hosts() -> None:
@@ -59,15 +57,7 @@ async def test_taken_port_fails_the_start_naming_port_and_holder(
 ) -> None:
     holder, port, out = impostor
     ours = free_port()  # the child would listen here, but the proxy points at the impostor
-    spec = ProcessSpec(
-        model_id="m1",
-        cmd=" ".join([*FAKE_UPSTREAM, "--port", str(ours)]),
-        cmd_stop="",
-        proxy=f"http://127.0.0.1:{port}",
-        check_endpoint="/health",
-        env=(),
-        health_check_timeout=5.0,
-    )
+    spec = _spec(ours, f"http://127.0.0.1:{port}", 5.0)
     async with UpstreamProcess(spec, logs=LogBuffer()) as proc:
         with pytest.raises(StartError) as info:
             await proc.ensure_ready()
@@ -98,18 +88,10 @@ def test_confirm_owner_refuses_a_listener_older_than_the_child(
 
 async def test_port_freed_by_a_stopped_child_is_reused() -> None:
     port = free_port()
-    spec = ProcessSpec(
-        model_id="m1",
-        cmd=" ".join([*FAKE_UPSTREAM, "--port", str(port)]),
-        cmd_stop="",
-        proxy=f"http://localhost:{port}",
-        check_endpoint="/health",
-        env=(),
-        health_check_timeout=10.0,
-    )
+    spec = _spec(port, f"http://localhost:{port}", 10.0)
     async with UpstreamProcess(spec, logs=LogBuffer()) as proc:
         for _ in range(2):  # the second start sees the first child's port (TIME_WAIT) as free
             await proc.ensure_ready()
             assert proc.state is ProcessState.READY
             await proc.stop(2.0)
-            await wait_until(lambda: not _listening(port), message="port released")
+            await wait_until(lambda: not port_listening(port), message="port released")
