@@ -319,7 +319,9 @@ class Router:
             await self.processes[swap.target].ensure_ready()
         except UpstreamError as exc:
             error = str(exc)
-        log.info(
+        # A failed start is something to act on: warn, so it is seen at the default level.
+        log.log(
+            logging.WARNING if error else logging.INFO,
             "swap to %s (evicted %s) %s in %.2fs",
             swap.target,
             ", ".join(sorted(swap.evict)) or "nothing",

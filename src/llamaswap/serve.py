@@ -46,13 +46,35 @@ class ServeOptions:
     tls_key_file: Path | None = None
 
 
+BARE_PORT_HOST = "127.0.0.1"
+"""Where a bare `--listen 8082` binds (llama-swap refuses it; we choose the safe reading)."""
+
+
 def parse_listen(listen: str) -> tuple[str | None, int]:
-    """`host:port`, `[v6]:port` or `:port` (all interfaces, as llama-swap's `:8080`)."""
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit():
-        raise OSError(f"invalid --listen address {listen!r}: expected host:port")
+    """`host:port`, `[v6]:port`, `:port` (all interfaces, as llama-swap's `:8080`) or a bare
+    `port` (127.0.0.1 only). Raises `ValueError` naming the address when it is unusable."""
+    text = listen.strip()
+    if text.isdigit():
+        host, port = BARE_PORT_HOST, text
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"invalid --listen address {listen!r}: expected host:port")
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"invalid --listen address {listen!r}: port must be 1-65535")
     host = host.strip("[]")
-    return (host or None), int(port)
+    return (host or None), number
+
+
+def listen_url(host: str | None, port: int, tls: bool) -> str:
+    """The URL a user on this machine should open for a listening address."""
+    scheme = "https" if tls else "http"
+    if host is None or host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"  # every interface includes loopback
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
 
 
 class QuietBadRequests(logging.Filter):
@@ -126,6 +148,14 @@ class Server:
         )
         await self._runner.setup()
         host, port = parse_listen(self.options.listen)
+        if self.options.listen.strip().isdigit():
+            log.warning(
+                "--listen %s has no host: listening on %s:%s only (use :%s for every interface)",
+                self.options.listen,
+                host,
+                port,
+                port,
+            )
         ssl_context = None
         if self.options.tls_cert_file and self.options.tls_key_file:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -134,8 +164,13 @@ class Server:
         await site.start()
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("listening on %s: not loopback-only, set apiKeys", self.options.listen)
+        url = listen_url(host, port, ssl_context is not None)
         log.info(
-            "llamaswap listening on %s with %d models", self.options.listen, len(config.models)
+            "llamaswap listening on %s with %d models: use %s/v1 (UI: %s/ui/)",
+            self.options.listen,
+            len(config.models),
+            url,
+            url,
         )
         if config.log_to_stdout in ("upstream", "both"):
             self._mirror = asyncio.create_task(self._mirror_upstream())
