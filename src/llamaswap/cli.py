@@ -31,9 +31,9 @@ def _normalise_single_dash(argv: list[str]) -> list[str]:
 
 def _check_listen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Refuse an unusable `--listen` before anything starts (a port out of range, no port)."""
-    from llamaswap.serve import parse_listen  # noqa: PLC0415 - keep --version fast
-
     if value is not None:
+        from llamaswap.serve import parse_listen  # noqa: PLC0415 - keep --version fast
+
         try:
             parse_listen(value)
         except ValueError as exc:
