@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from llamaswap import __version__
-from llamaswap.errors import ConfigError
+from llamaswap.errors import ConfigError, format_problems
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -191,6 +191,13 @@ def check_config(
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    source = ", ".join(str(p) for p in (config_file, config_dir) if p is not None)
+    if config.unusable:
+        # Loads (llama-swap loads it too), but a model that can never start is an error here.
+        click.echo(str(ConfigError(config.unusable, source, config.warnings)), err=True)
+        sys.exit(1)
+    if config.warnings:
+        click.echo(format_problems(f"warnings in {source}", config.warnings), err=True)
     click.echo(summarize(config))
 
 

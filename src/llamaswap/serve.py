@@ -107,6 +107,14 @@ def configure_logging(config: Config) -> None:
             existing.setLevel(logging.CRITICAL + 1 if quiet else logging.NOTSET)
 
 
+def report_findings(config: Config) -> None:
+    """Log what the config loaded with: models that can never start, ignored keys."""
+    for problem in config.unusable:
+        log.error("config: %s", problem)
+    for problem in config.warnings:
+        log.warning("config: %s", problem)
+
+
 def _put_interpreter_on_path() -> None:
     """Make `python3` in a model's cmd mean the interpreter llamaswap runs in (a venv's)."""
     bindir = str(Path(sys.executable).parent)
@@ -138,6 +146,7 @@ class Server:
     async def start(self, config: Config) -> None:
         """Start the first config's router, then listen."""
         configure_logging(config)
+        report_findings(config)
         router = await self._new_router(config)
         self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
         self._runner = web.AppRunner(
@@ -219,6 +228,7 @@ class Server:
             return
         assert self._state is not None
         configure_logging(config)
+        report_findings(config)
         router = await self._state.router.hand_over(config)
         self._state.reconfigure_observe(config)
         self._state.config = config

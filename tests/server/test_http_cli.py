@@ -87,3 +87,43 @@ def test_start_failure_is_logged_as_a_warning(tmp_path: Path) -> None:
         assert server.chat("first").status == 200
         done = [line for line in server.log().splitlines() if "swap to first" in line]
         assert done and done[0].startswith("[INFO]"), done
+
+
+# -- check-config finds what can never work, and warns of what is ignored (item 8) ----------
+
+TYPO_CONFIG = ONE_MODEL + "    proxi: http://127.0.0.1:1\nhealthCheckTimout: 30\n"
+EMPTY_MODEL = ONE_MODEL + "  empty:\n    # cmd: llama-server --port ${PORT}\n"
+
+
+def test_check_config_warns_of_unknown_keys_and_still_passes(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(TYPO_CONFIG)
+    result = run_cli("check-config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f"warnings in {config}:" in result.stderr
+    assert 'models.first.proxi: unknown key "proxi" (ignored; did you mean "proxy"?)' in (
+        result.stderr
+    )
+    assert 'did you mean "healthCheckTimeout"?' in result.stderr
+    assert "models (1)" in result.stdout
+
+
+def test_check_config_refuses_a_model_without_cmd_but_the_server_loads_it(tmp_path: Path) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(EMPTY_MODEL)
+    result = run_cli("check-config", "--config", str(config))
+    assert result.returncode == 1
+    assert f"invalid config {config}:" in result.stderr
+    assert "models.empty.cmd: model empty has no cmd: it can never start" in result.stderr
+    with llamaswap(tmp_path, EMPTY_MODEL) as server:
+        assert "[ERROR] config: models.empty.cmd: model empty has no cmd" in server.log()
+        reply = server.chat("empty")
+        assert reply.status == 500
+        assert "empty command" in reply.json()["error"]["message"]
+        assert server.chat("first").status == 200
+
+
+def test_server_logs_unknown_keys_as_warnings(tmp_path: Path) -> None:
+    with llamaswap(tmp_path, TYPO_CONFIG) as server:
+        assert '[WARNING] config: models.first.proxi: unknown key "proxi"' in server.log()
+        assert server.chat("first").status == 200

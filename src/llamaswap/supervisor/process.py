@@ -405,6 +405,8 @@ class UpstreamProcess:
 
     async def _start(self) -> None:
         spec = self.spec
+        if not spec.cmd.strip():
+            raise StartError("empty command")  # llama-swap's words; check-config reports it
         if not spec.proxy:
             raise StartError("upstream proxy missing")
         try:
