@@ -25,6 +25,7 @@ from llamaswap.server import profiles
 from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
+from llamaswap.server.protocol import Runner
 from llamaswap.server.state import AppState
 
 log = logging.getLogger("llamaswap")
@@ -149,7 +150,7 @@ class Server:
         report_findings(config)
         router = await self._new_router(config)
         self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
-        self._runner = web.AppRunner(
+        self._runner = Runner(
             build_app(self._state),
             handler_cancellation=True,
             shutdown_timeout=SHUTDOWN_DRAIN_S,
