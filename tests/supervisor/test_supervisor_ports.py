@@ -7,7 +7,9 @@ and the impostor must never see a request.
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,10 +80,10 @@ def test_confirm_owner_refuses_a_listener_older_than_the_child(
     with subprocess.Popen(["sleep", "30"]) as child:
         try:
             with pytest.raises(StartError, match=rf"port {port} was answered by pid {holder.pid}"):
-                confirm_owner("m1", where, child.pid, time.time())
+                confirm_owner(where, child.pid, time.time())
             # The listener itself, or a helper created after the spawn, is accepted.
-            confirm_owner("m1", where, holder.pid, time.time())
-            confirm_owner("m1", where, child.pid, time.time() - 3600)
+            confirm_owner(where, holder.pid, time.time())
+            confirm_owner(where, child.pid, time.time() - 3600)
         finally:
             child.kill()
 
@@ -95,3 +97,44 @@ async def test_port_freed_by_a_stopped_child_is_reused() -> None:
             assert proc.state is ProcessState.READY
             await proc.stop(2.0)
             await wait_until(lambda: not port_listening(port), message="port released")
+
+
+LATE_LISTENER = """
+import http.server, os, sys, time
+port, flag = int(sys.argv[1]), sys.argv[2]
+while not os.path.exists(flag):  # started before the model, listens only once it runs
+    time.sleep(0.005)
+class Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+http.server.HTTPServer(("127.0.0.1", port), Ok).serve_forever()
+"""
+
+
+async def test_a_listener_older_than_the_child_that_answers_health_fails_the_start(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    flag = tmp_path / "spawned"
+    older = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", LATE_LISTENER, str(port), str(flag)
+    )
+    try:
+        spec = ProcessSpec(
+            model_id="m1",
+            cmd=f'sh -c "touch {flag}; exec sleep 30"',  # never listens itself
+            cmd_stop="",
+            proxy=f"http://127.0.0.1:{port}",
+            check_endpoint="/health",
+            env=(),
+            health_check_timeout=10.0,
+        )
+        async with UpstreamProcess(spec, logs=LogBuffer()) as proc:
+            with pytest.raises(StartError) as info:
+                await proc.ensure_ready()
+            assert f"port {port} was answered by pid {older.pid}" in str(info.value)
+            assert proc.state is ProcessState.STOPPED
+    finally:
+        older.kill()
+        await older.wait()

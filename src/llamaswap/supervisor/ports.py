@@ -112,15 +112,15 @@ def find_holder(port: int) -> Holder | None:
         return Holder(pids[0], "?", None)
 
 
-def check_port_free(model_id: str, where: LocalPort) -> None:
+def check_port_free(where: LocalPort) -> None:
     """Raise `StartError` naming the port and its holder when `where` cannot be bound."""
     if not _bind_fails(where):
         return
     holder = find_holder(where.port)
-    held_by = f" held by {holder}" if holder is not None else " cannot be bound"
+    held_by = f"held by {holder}" if holder is not None else "it cannot be bound"
     raise StartError(
-        f"[{model_id}] port {where.port} is already in use:{held_by}; "
-        f"not starting the upstream (requests would reach a server that is not ours)"
+        f"port {where.port} is already in use: {held_by}; not starting the upstream "
+        "(requests would reach a server that is not ours)"
     )
 
 
@@ -138,7 +138,7 @@ def _tree_listens(child_pid: int, port: int) -> bool:
     return False
 
 
-def confirm_owner(model_id: str, where: LocalPort, child_pid: int, spawned_at: float) -> None:
+def confirm_owner(where: LocalPort, child_pid: int, spawned_at: float) -> None:
     """After a healthy probe: raise `StartError` when what answered is not ours.
 
     `spawned_at` is the wall-clock time (time.time()) just before the child was spawned.
@@ -151,6 +151,6 @@ def confirm_owner(model_id: str, where: LocalPort, child_pid: int, spawned_at: f
     if holder.create_time >= spawned_at - _CREATE_TIME_SLACK:
         return  # started after our child: a helper of its own (container runtimes)
     raise StartError(
-        f"[{model_id}] the health check on port {where.port} was answered by {holder}, "
+        f"the health check on port {where.port} was answered by {holder}, "
         f"which is not the model's process; not forwarding to a server that is not ours"
     )

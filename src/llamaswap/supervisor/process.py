@@ -415,7 +415,7 @@ class UpstreamProcess:
             raise StartError(f"failed to start command '{spec.cmd}': {exc}") from exc
         where = local_port(spec.proxy)
         if where is not None:
-            await asyncio.to_thread(check_port_free, spec.model_id, where)
+            await asyncio.to_thread(check_port_free, where)
         spawned_at = time.time()
         child = await spawn(argv, self._env(), self.logs)
         self._child = child
@@ -434,7 +434,7 @@ class UpstreamProcess:
         if probe.done() and not probe.cancelled() and probe.exception() is None:
             if where is not None:
                 # A 200 proves something answers, not that it is ours (issue 12, item 1).
-                await asyncio.to_thread(confirm_owner, spec.model_id, where, child.pid, spawned_at)
+                await asyncio.to_thread(confirm_owner, where, child.pid, spawned_at)
             return
         if child.exited.done():
             # Let the pump catch the child's last words before quoting them.
