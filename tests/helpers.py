@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import socket
+import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
 
 import psutil
 
@@ -85,3 +88,23 @@ def free_port_block(count: int, low: int = 20000, high: int = 32000) -> int:
         if all(_port_free(base + i) for i in range(count)):
             return base
     raise RuntimeError(f"no block of {count} free ports found in {low}-{high}")
+
+
+def port_listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:`port`."""
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def outside_server(port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A fake upstream that is not ours on `port`, logging each request it gets to `log`."""
+    with log.open("wb") as sink:
+        proc = subprocess.Popen([*FAKE_UPSTREAM, "--port", str(port), "--model", "x"], stdout=sink)
+    try:
+        if not wait_until_sync(lambda: port_listening(port), 10.0):
+            raise AssertionError(f"the outside server did not listen on {port}")
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()

@@ -22,6 +22,7 @@ from llamaswap.router import Router
 from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
+from llamaswap.server.protocol import Runner
 from llamaswap.server.state import AppState
 
 FAKE = f"{sys.executable} -m llamaswap.testing.fake_upstream --silent"
@@ -47,7 +48,7 @@ async def running_llamaswap(config_yaml: str) -> AsyncIterator[tuple[str, AppSta
     config = load_config_text(f"startPort: {start_port}\n" + config_yaml)
     router = Router(config, events=EventBus(), upstream_log=LogBuffer())
     state = AppState(config, router, ApiKeyChecker(config.api_keys))
-    runner = web.AppRunner(build_app(state), handler_cancellation=True, **ACCESS_LOG)
+    runner = Runner(build_app(state), handler_cancellation=True, **ACCESS_LOG)
     await runner.setup()
     port = free_port()
     site = web.TCPSite(runner, "127.0.0.1", port)

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from llamaswap import __version__
-from llamaswap.errors import ConfigError
+from llamaswap.errors import ConfigError, format_problems
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -27,6 +27,18 @@ def _normalise_single_dash(argv: list[str]) -> list[str]:
         else:
             out.append(arg)
     return out
+
+
+def _check_listen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Refuse an unusable `--listen` before anything starts (a port out of range, no port)."""
+    if value is not None:
+        from llamaswap.serve import parse_listen  # noqa: PLC0415 - keep --version fast
+
+        try:
+            parse_listen(value)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc).removeprefix("invalid --listen address ")) from exc
+    return value
 
 
 def _serve_options(f: click.decorators.FC) -> click.decorators.FC:
@@ -47,7 +59,11 @@ def _serve_options(f: click.decorators.FC) -> click.decorators.FC:
         click.option(
             "--listen",
             default=None,
-            help=f"host:port to listen on (default {DEFAULT_LISTEN}; ':PORT' = all interfaces).",
+            callback=_check_listen,
+            help=(
+                f"host:port to listen on (default {DEFAULT_LISTEN}; ':PORT' = all interfaces; "
+                "a bare PORT = 127.0.0.1 only)."
+            ),
         ),
         click.option(
             "--watch-config",
@@ -72,7 +88,10 @@ def _serve_options(f: click.decorators.FC) -> click.decorators.FC:
     return f
 
 
-@click.group(invoke_without_command=True)
+CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group(invoke_without_command=True, context_settings=CONTEXT)
 @click.option("--version", "show_version", is_flag=True, help="Print the version and exit.")
 @_serve_options
 @click.pass_context
@@ -148,16 +167,37 @@ def _check_tls_pair(cert: Path, key: Path) -> None:
 
 @cli.command("check-config")
 @click.argument("config_file", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--config",
+    "config_option",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Config file (the same as giving it as the argument).",
+)
 @click.option("--config-dir", type=click.Path(path_type=Path), default=None)
-def check_config(config_file: Path | None, config_dir: Path | None) -> None:
+def check_config(
+    config_file: Path | None, config_option: Path | None, config_dir: Path | None
+) -> None:
     """Validate a config: print every problem with its YAML path, or a summary."""
     from llamaswap.config.load import load_config, summarize  # noqa: PLC0415
 
+    if config_file is not None and config_option is not None and config_file != config_option:
+        raise click.UsageError("give the config file once: as the argument or as --config")
+    config_file = config_file or config_option
+    if config_file is None and config_dir is None:
+        raise click.UsageError("a config file is needed: check-config FILE (or --config FILE)")
     try:
         config = load_config(config_file, config_dir)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
+    source = ", ".join(str(p) for p in (config_file, config_dir) if p is not None)
+    if config.unusable:
+        # Loads (llama-swap loads it too), but a model that can never start is an error here.
+        click.echo(str(ConfigError(config.unusable, source, config.warnings)), err=True)
+        sys.exit(1)
+    if config.warnings:
+        click.echo(format_problems(f"warnings in {source}", config.warnings), err=True)
     click.echo(summarize(config))
 
 

@@ -37,15 +37,29 @@ class ConfigProblem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(LlamaswapError):
-    """A config file cannot be used. `problems` lists every problem found, with YAML paths."""
+def format_problems(head: str, problems: list[ConfigProblem]) -> str:
+    """`head:` then one `  - path: message` line per problem (just `head` when none)."""
+    lines = "\n".join(f"  - {p}" for p in problems)
+    return f"{head}:\n{lines}" if lines else head
 
-    def __init__(self, problems: list[ConfigProblem], source: str = "") -> None:
+
+class ConfigError(LlamaswapError):
+    """A config file cannot be used. `problems` lists every problem found, with YAML paths;
+    `warnings` what was found besides (unknown keys), so everything is reported at once."""
+
+    def __init__(
+        self,
+        problems: list[ConfigProblem],
+        source: str = "",
+        warnings: list[ConfigProblem] | None = None,
+    ) -> None:
         self.problems = list(problems)
         self.source = source
-        head = f"invalid config {source}" if source else "invalid config"
-        lines = "\n".join(f"  - {p}" for p in self.problems)
-        super().__init__(f"{head}:\n{lines}" if lines else head)
+        self.warnings = list(warnings or [])
+        text = format_problems(f"invalid config {source}" if source else "invalid config", problems)
+        if self.warnings:
+            text += "\n" + format_problems("warnings", self.warnings)
+        super().__init__(text)
 
 
 class CommandError(LlamaswapError):

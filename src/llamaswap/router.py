@@ -391,9 +391,9 @@ class Router:
                 load_time = self._clock() - loading
         except UpstreamError as exc:
             error = str(exc)
-        log_at = logging.WARNING if error else logging.INFO
+        # A failed start is something to act on: warn, so it is seen at the default level.
         log.log(
-            log_at,
+            logging.WARNING if error else logging.INFO,
             "swap to %s (evicted %s) %s in %.2fs",
             swap.target,
             ", ".join(sorted(swap.evict)) or "nothing",

@@ -25,6 +25,7 @@ from llamaswap.server import profiles
 from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
+from llamaswap.server.protocol import Runner
 from llamaswap.server.state import AppState
 
 log = logging.getLogger("llamaswap")
@@ -46,13 +47,35 @@ class ServeOptions:
     tls_key_file: Path | None = None
 
 
+BARE_PORT_HOST = "127.0.0.1"
+"""Where a bare `--listen 8082` binds (llama-swap refuses it; we choose the safe reading)."""
+
+
 def parse_listen(listen: str) -> tuple[str | None, int]:
-    """`host:port`, `[v6]:port` or `:port` (all interfaces, as llama-swap's `:8080`)."""
-    host, _, port = listen.rpartition(":")
-    if not port.isdigit():
-        raise OSError(f"invalid --listen address {listen!r}: expected host:port")
+    """`host:port`, `[v6]:port`, `:port` (all interfaces, as llama-swap's `:8080`) or a bare
+    `port` (127.0.0.1 only). Raises `ValueError` naming the address when it is unusable."""
+    text = listen.strip()
+    if text.isdigit():
+        host, port = BARE_PORT_HOST, text
+    else:
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ValueError(f"invalid --listen address {listen!r}: expected host:port")
+    number = int(port)
+    if not 1 <= number <= 65535:
+        raise ValueError(f"invalid --listen address {listen!r}: port must be 1-65535")
     host = host.strip("[]")
-    return (host or None), int(port)
+    return (host or None), number
+
+
+def listen_url(host: str | None, port: int, tls: bool) -> str:
+    """The URL a user on this machine should open for a listening address."""
+    scheme = "https" if tls else "http"
+    if host is None or host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"  # every interface includes loopback
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}"
 
 
 class QuietBadRequests(logging.Filter):
@@ -83,6 +106,14 @@ def configure_logging(config: Config) -> None:
     for existing in root.handlers:
         if type(existing) is logging.StreamHandler:  # the stdout handler made above
             existing.setLevel(logging.CRITICAL + 1 if quiet else logging.NOTSET)
+
+
+def report_findings(config: Config) -> None:
+    """Log what the config loaded with: models that can never start, ignored keys."""
+    for problem in config.unusable:
+        log.error("config: %s", problem)
+    for problem in config.warnings:
+        log.warning("config: %s", problem)
 
 
 def _put_interpreter_on_path() -> None:
@@ -116,9 +147,10 @@ class Server:
     async def start(self, config: Config) -> None:
         """Start the first config's router, then listen."""
         configure_logging(config)
+        report_findings(config)
         router = await self._new_router(config)
         self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
-        self._runner = web.AppRunner(
+        self._runner = Runner(
             build_app(self._state),
             handler_cancellation=True,
             shutdown_timeout=SHUTDOWN_DRAIN_S,
@@ -126,6 +158,14 @@ class Server:
         )
         await self._runner.setup()
         host, port = parse_listen(self.options.listen)
+        if self.options.listen.strip().isdigit():
+            log.warning(
+                "--listen %s has no host: listening on %s:%s only (use :%s for every interface)",
+                self.options.listen,
+                host,
+                port,
+                port,
+            )
         ssl_context = None
         if self.options.tls_cert_file and self.options.tls_key_file:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -134,8 +174,13 @@ class Server:
         await site.start()
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("listening on %s: not loopback-only, set apiKeys", self.options.listen)
+        url = listen_url(host, port, ssl_context is not None)
         log.info(
-            "llamaswap listening on %s with %d models", self.options.listen, len(config.models)
+            "llamaswap listening on %s with %d models: use %s/v1 (UI: %s/ui/)",
+            self.options.listen,
+            len(config.models),
+            url,
+            url,
         )
         if config.log_to_stdout in ("upstream", "both"):
             self._mirror = asyncio.create_task(self._mirror_upstream())
@@ -184,6 +229,7 @@ class Server:
             return
         assert self._state is not None
         configure_logging(config)
+        report_findings(config)
         router = await self._state.router.hand_over(config)
         self._state.reconfigure_observe(config)
         self._state.config = config

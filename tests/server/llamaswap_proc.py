@@ -110,6 +110,7 @@ class LlamaswapProcess:
     ports_needed: int = 16
     extra_args: tuple[str, ...] = ()
     single_dash: bool = False  # spell flags like llama-swap: `-config`, `-listen`
+    listen_format: str = "127.0.0.1:{port}"  # the `--listen` value; `{port}` is this run's
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     start_port: int = 0
@@ -143,7 +144,7 @@ class LlamaswapProcess:
             self.port = free_port()
         dash = "-" if self.single_dash else "--"
         argv = [sys.executable, "-m", "llamaswap", f"{dash}config", str(self.config_path)]
-        argv += [f"{dash}listen", f"127.0.0.1:{self.port}", *self.extra_args]
+        argv += [f"{dash}listen", self.listen_format.format(port=self.port), *self.extra_args]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         if not wait_until_sync(self._healthy, START_TIMEOUT):

@@ -9,7 +9,7 @@ import aiohttp
 import pytest
 
 from inprocess import fake_models_yaml, running_llamaswap
-from llamaswap.server.access_log import format_duration
+from llamaswap.server.access_log import format_duration, is_quiet_ui
 
 LINE = re.compile(
     r'^Request (?P<ip>\S+) "(?P<method>\S+) (?P<path>\S+) HTTP/1\.1" (?P<status>\d{3}) '
@@ -68,6 +68,41 @@ async def test_health_probes_and_scrapes_are_not_logged(caplog: pytest.LogCaptur
             async with s.get(f"{base}{path}") as resp:
                 assert resp.status == 200
     assert [m["path"] for m in access_lines(caplog)] == ["/health"]
+
+
+async def test_ui_assets_that_succeed_are_logged_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="llamaswap.access")
+    async with (
+        running_llamaswap(fake_models_yaml(["a"])) as (base, _),
+        aiohttp.ClientSession() as s,
+    ):
+        for path, status in [
+            ("/ui/", 200),
+            ("/ui", 200),
+            ("/ui/models", 200),
+            ("/favicon.ico", 200),
+            ("/ui/missing.js", 404),
+            ("/running", 200),
+        ]:
+            async with s.get(f"{base}{path}") as resp:
+                assert resp.status == status, path
+    by_level: dict[int, list[str]] = {}
+    for record in caplog.records:
+        if record.name == "llamaswap.access":
+            match = LINE.match(record.getMessage())
+            assert match, record.getMessage()
+            by_level.setdefault(record.levelno, []).append(match["path"])
+    assert by_level[logging.DEBUG] == ["/ui/", "/ui", "/ui/models", "/favicon.ico"]
+    assert by_level[logging.INFO] == ["/ui/missing.js", "/running"]
+
+
+def test_not_modified_ui_assets_are_quiet_and_errors_are_not() -> None:
+    assert is_quiet_ui("/ui/app.js", 304)
+    assert not is_quiet_ui("/ui/app.js", 401)
+    assert not is_quiet_ui("/uix", 200)
+    assert not is_quiet_ui("/api/models", 200)
 
 
 def test_durations_are_readable() -> None:

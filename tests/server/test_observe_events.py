@@ -127,7 +127,6 @@ async def test_model_status_has_capabilities_and_peer_models() -> None:
         ("remote/x", "remote"),
         ("remote/y", "remote"),
     ]
-    assert status[0]["capabilities"]["vision"] is True
-    assert status[0]["capabilities"]["function_calling"] is True
+    assert status[0]["capabilities"] == {"vision": True, "function_calling": True}
     assert status[0]["context_length"] == 4096
     assert status[1]["state"] == "stopped"

@@ -228,3 +228,17 @@ def test_request_head_names_the_upstream_host_unless_given(url: str, host: bytes
     given = _request_head("POST", URL(url, encoded=True), [("Host", "client.example")], b"")
     assert b"Host: client.example\r\n" in given and host not in given
     assert b"Content-Length: 0\r\n" in given
+
+
+def test_request_head_frames_the_body_once_whatever_headers_it_is_given() -> None:
+    url = URL("http://127.0.0.1:8080/x", encoded=True)
+    given = [
+        ("Content-Length", "3"),
+        ("Transfer-Encoding", "chunked"),
+        ("content-length", "99"),
+        ("X-Fine", "b"),
+    ]
+    head = _request_head("POST", url, given, b"hello")
+    assert head.count(b"Content-Length") == 1 and b"Content-Length: 5\r\n" in head
+    assert b"Transfer-Encoding" not in head and b"content-length" not in head
+    assert b"X-Fine: b\r\n" in head

@@ -27,6 +27,7 @@ import yaml
 from pydantic import ValidationError
 
 from llamaswap.config import macros as mac
+from llamaswap.config.lint import unknown_keys, unusable_models
 from llamaswap.config.merge import merge_sources
 from llamaswap.config.model import Config, ModelConfig
 from llamaswap.config.normalise import normalise_raw
@@ -186,7 +187,9 @@ def _parse(text: str, source: str, environ: Mapping[str, str]) -> Any:
     try:
         return _parse_checked(text, source)
     except yaml.YAMLError as exc:
-        raise ConfigError([ConfigProblem("", str(exc))], source) from exc
+        # PyYAML names its input `<unicode string>`; name the file instead.
+        message = str(exc).replace("<unicode string>", source)
+        raise ConfigError([ConfigProblem("", message)], source) from exc
 
 
 def build_config(tree: Any, source: str = "") -> Config:
@@ -195,17 +198,34 @@ def build_config(tree: Any, source: str = "") -> Config:
         tree = {}
     if not isinstance(tree, dict):
         raise ConfigError([ConfigProblem("", "config must be a YAML mapping")], source)
+    warnings = unknown_keys(tree)
+    _empty_model_bodies(tree)
     problems = _apply_macros(tree)
+    unusable = unusable_models(tree.get("models"))
     origins = normalise_raw(tree, problems)
     try:
         config = Config.model_validate(tree)
     except ValidationError as exc:
         problems += [ConfigProblem(_loc(e["loc"]), e["msg"]) for e in exc.errors()]
-        raise ConfigError(problems, source) from exc
+        raise ConfigError(problems + unusable, source, warnings) from exc
     problems += validate(config, origins)
     if problems:
-        raise ConfigError(problems, source)
+        # Every problem at once: a model that can never start is worth fixing too.
+        raise ConfigError(problems + unusable, source, warnings)
+    config._warnings = warnings
+    config._unusable = unusable
     return config
+
+
+def _empty_model_bodies(tree: dict[str, Any]) -> None:
+    """A model whose body is empty (every line commented out) loads as an empty model that
+    fails only when started, as in llama-swap: no cmd, and no default proxy (whose `${PORT}`
+    would otherwise be an error, since there is no cmd to use it)."""
+    models = tree.get("models")
+    if isinstance(models, dict):
+        for model_id, body in models.items():
+            if body is None:
+                models[model_id] = {"proxy": ""}
 
 
 def _loc(loc: tuple[int | str, ...]) -> str:

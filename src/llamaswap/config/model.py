@@ -15,6 +15,7 @@ from pydantic import model_validator as _model_validator
 from pydantic.alias_generators import to_camel
 
 from llamaswap.config.durations import Duration
+from llamaswap.errors import ConfigProblem
 
 if TYPE_CHECKING:
     from llamaswap.config.matrix import CompiledMatrix
@@ -346,6 +347,19 @@ class Config(_Base):
 
     _alias_map: dict[str, str] | None = PrivateAttr(default=None)
     _matrix: CompiledMatrix | None = PrivateAttr(default=None)
+    # Found by the loader without refusing the config (config/lint.py).
+    _warnings: list[ConfigProblem] = PrivateAttr(default_factory=list)
+    _unusable: list[ConfigProblem] = PrivateAttr(default_factory=list)
+
+    @property
+    def warnings(self) -> list[ConfigProblem]:
+        """Keys llama-swap would ignore (typos), each with its YAML path."""
+        return self._warnings
+
+    @property
+    def unusable(self) -> list[ConfigProblem]:
+        """Models that can never start (no `cmd`): errors for `check-config`, logged at load."""
+        return self._unusable
 
     @field_validator("health_check_timeout", mode="after")
     @classmethod

@@ -69,8 +69,9 @@ def _models(config: Config) -> Iterator[ConfigProblem]:
             yield ConfigProblem(
                 f"{where}.unloadTimeout", f"model {model_id}: unloadTimeout must be >= 0"
             )
-        # A proxy still holding `${...}` has already been reported by the macro pass.
-        if "${" not in m.proxy and (why := url_problem(m.proxy)) is not None:
+        # A proxy still holding `${...}` has already been reported by the macro pass; an
+        # empty one (an empty model body) parses in Go too, and fails only at start.
+        if m.proxy and "${" not in m.proxy and (why := url_problem(m.proxy)) is not None:
             yield ConfigProblem(f"{where}.proxy", f"model {model_id}: invalid proxy URL: {why}")
         caps = m.capabilities
         for key, values in (("in", caps.inputs), ("out", caps.out)):

@@ -5,6 +5,8 @@
 Logged at INFO on `llamaswap.access` (so it reaches the proxy log and stdout) once the last
 byte is sent; `<bytes>` counts everything sent, headers included (nginx's `$bytes_sent`).
 Health probes and scrapes (`/wol-health`, `/metrics`, `/api/performance`) are not logged.
+Web UI assets (`/ui`, `/ui/…`, `/favicon.ico`) answered 2xx or 304 go to DEBUG, so opening
+the UI does not flood stdout and the Logs page; their failures stay at INFO.
 aiohttp calls the logger; hand `ACCESS_LOG` to its `AppRunner`.
 """
 
@@ -21,6 +23,14 @@ from llamaswap.server.inflight import client_ip
 log = logging.getLogger("llamaswap.access")
 
 SKIPPED_PATHS = frozenset({"/wol-health", "/metrics", "/api/performance"})
+UI_PREFIX = "/ui/"
+UI_PATHS = frozenset({"/ui", "/favicon.ico"})
+
+
+def is_quiet_ui(path: str, status: int) -> bool:
+    """A successful (or not modified) answer for a web UI asset."""
+    ui = path in UI_PATHS or path.startswith(UI_PREFIX)
+    return ui and (200 <= status < 300 or status == 304)
 
 
 def format_duration(seconds: float) -> str:
@@ -49,7 +59,9 @@ class AccessLogger(AbstractAccessLogger):
         if request.path in SKIPPED_PATHS:
             return
         size = request.writer.output_size if request.writer is not None else 0
-        self.logger.info("%s", access_line(request, response.status, size, time))
+        level = logging.DEBUG if is_quiet_ui(request.path, response.status) else logging.INFO
+        if self.logger.isEnabledFor(level):
+            self.logger.log(level, "%s", access_line(request, response.status, size, time))
 
     @property
     def enabled(self) -> bool:

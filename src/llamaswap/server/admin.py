@@ -7,50 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from llamaswap.config.model import CapabilitiesConfig
 from llamaswap.errors import ModelNotFound
 from llamaswap.server import profiles, selectors
-from llamaswap.server.listing import list_entry
+from llamaswap.server.listing import CAPABILITY_METADATA_KEYS, capability_fields, list_entry
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
 
 def _state(request: web.Request) -> AppState:
     return request.app[STATE]
-
-
-CAPABILITY_METADATA_KEYS = (
-    "architecture",
-    "capabilities",
-    "supported_parameters",
-    "context_length",
-)
-
-
-def capability_fields(caps: CapabilitiesConfig) -> dict[str, Any]:
-    """The OpenRouter-style fields llama-swap adds to a model entry from `capabilities`."""
-    inputs, out = set(caps.inputs), set(caps.out)
-    fields: dict[str, Any] = {}
-    if inputs or out:
-        fields["architecture"] = {
-            "input_modalities": list(caps.inputs),
-            "output_modalities": list(caps.out),
-            "modality": "+".join(caps.inputs) + "->" + "+".join(caps.out),
-        }
-    fields["capabilities"] = {
-        "vision": "image" in inputs,
-        "audio_transcriptions": "audio" in inputs and "text" in out,
-        "audio_speech": "text" in inputs and "audio" in out,
-        "image_generation": "text" in inputs and "image" in out,
-        "image_to_image": "image" in inputs and "image" in out,
-        "function_calling": caps.tools,
-        "reranker": caps.reranker,
-    }
-    if caps.tools:
-        fields["supported_parameters"] = ["tools", "tool_choice"]
-    if caps.context:
-        fields["context_length"] = caps.context
-    return fields
 
 
 def _model_entry(state: AppState, model_id: str, listed_id: str, now: int) -> dict[str, Any]:

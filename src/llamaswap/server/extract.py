@@ -8,7 +8,9 @@ Sources, chosen by `shape_request` from the method and Content-Type ([H] rules):
 1. GET / HEAD / DELETE: the `model` query parameter (and `stream=true` in the query).
 2. `application/json` (anywhere in Content-Type): the JSON body's `model` and `stream`.
 3. `multipart/form-data`: the form field `model`.
-4. `application/x-www-form-urlencoded`: the form field `model`.
+4. `application/x-www-form-urlencoded`: **deviation from [H]** — a body that parses as a JSON
+   object is read as JSON (`curl -d '{...}'` sends this type by default); otherwise the form
+   field `model`.
 5. No Content-Type at all: **deviation from [H]** — if the body parses as a JSON object it is
    read as JSON, as [A] did, because curl users forget `-H 'Content-Type: ...'`. Otherwise it
    is read as a urlencoded form, as [H] does.
@@ -40,6 +42,7 @@ __all__ = [
     "extract_model_from_json",
     "extract_model_from_multipart",
     "find_model_in_path",
+    "has_dot_segment",
     "multipart_boundary",
     "rewrite_multipart_model",
     "shape_request",
@@ -269,6 +272,19 @@ def find_model_in_path(path: str, resolve: Callable[[str], str | None]) -> tuple
     return None
 
 
+def has_dot_segment(path: str) -> bool:
+    """True when a raw path holds a `.` or `..` segment, also percent-encoded (`%2e%2e`,
+    `..%2f`), doubly encoded, or split by a backslash: forwarded as it is, an upstream that
+    normalises or decodes it would serve a path outside the one asked for."""
+    for segment in path.split("/"):
+        decoded = segment
+        for _ in range(3):  # %252e -> %2e -> .
+            decoded = unquote(decoded)
+        if any(part in (".", "..") for part in decoded.replace("\\", "/").split("/")):
+            return True
+    return False
+
+
 def _query_shape(query: Mapping[str, str], kind: BodyKind = BodyKind.QUERY) -> RequestShape:
     return RequestShape(kind, query.get("model") or None, query.get("stream") == "true")
 
@@ -290,18 +306,23 @@ def shape_request(
         return RequestShape(
             BodyKind.MULTIPART, extract_model_from_multipart(body, content_type or "")
         )
-    if ctype.startswith("application/x-www-form-urlencoded"):
-        return RequestShape(BodyKind.FORM, extract_model_from_form(body) or query.get("model"))
-    if not ctype:
-        # Deliberate [A] behaviour (see module docstring): header-less JSON objects count.
-        stripped = body.lstrip()
-        if stripped.startswith(b"{"):
-            try:
-                doc = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                doc = None
-            if isinstance(doc, dict):
-                model, stream = _model_and_stream(doc)
-                return RequestShape(BodyKind.JSON, model, stream)
+    if not ctype or ctype.startswith("application/x-www-form-urlencoded"):
+        # Deliberate (see module docstring): a JSON object sent as a form, or with no
+        # Content-Type, is read as JSON; a real form never parses as a JSON object.
+        doc = _json_object(body)
+        if doc is not None:
+            model, stream = _model_and_stream(doc)
+            return RequestShape(BodyKind.JSON, model, stream)
         return RequestShape(BodyKind.FORM, extract_model_from_form(body) or query.get("model"))
     return _query_shape(query, BodyKind.FORM)
+
+
+def _json_object(body: bytes) -> dict[str, object] | None:
+    """`body` parsed, when it is a JSON object; None for anything else (no exception)."""
+    if not body.lstrip().startswith(b"{"):
+        return None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    return doc if isinstance(doc, dict) else None

@@ -25,7 +25,7 @@ from llamaswap.observe import metrics
 from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.server import activity_routes
-from llamaswap.server.admin import capability_fields
+from llamaswap.server.listing import capability_fields
 from llamaswap.server.state import STATE, AppState
 
 __all__ = ["LogBufferHandler", "add_routes", "format_time", "model_status", "ui_config"]
@@ -235,10 +235,10 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
         }
         if model.aliases:
             entry["aliases"] = list(model.aliases)
-        if not model.capabilities.is_empty():
-            entry["capabilities"] = capability_fields(model.capabilities)["capabilities"]
-            if model.capabilities.context:
-                entry["context_length"] = model.capabilities.context
+        fields = capability_fields(model.capabilities)
+        for key in ("capabilities", "context_length"):
+            if key in fields:
+                entry[key] = fields[key]
         out.append(entry)
     for peer_id in sorted(state.config.peers):
         for peer_model in state.config.peers[peer_id].models:

@@ -275,12 +275,17 @@ class UpstreamClient:
         return protocol
 
 
+_FRAMING = frozenset({"content-length", "transfer-encoding"})
+
+
 def _request_head(method: str, url: URL, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
     lines = [f"{method} {url.raw_path_qs} HTTP/1.1"]
     has_host = False
     for name, value in headers:
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             continue  # never let a value split the request (header injection)
+        if name.lower() in _FRAMING:
+            continue  # the body is framed here, once: never two framings (smuggling)
         has_host = has_host or name.lower() == "host"
         lines.append(f"{name}: {value}")
     if not has_host:

@@ -2,7 +2,8 @@
 
 `<name>` is the longest configured name at the start of the path: a local model ID or alias,
 an active profile's pin, or a peer model (`<peer>/<model>`, or its bare name when only one
-peer offers it). The remainder is forwarded as it is (no body filters, no selectors).
+peer offers it). The remainder is forwarded as it is (no body filters, no selectors), except
+that a remainder with `.` or `..` segments (plain or percent-encoded) is refused with 400.
 
 Local models are served on a lease, like any request, so a swap waits for them; websocket
 upgrades hold their lease for as long as the socket is open. Two kinds of traffic never
@@ -27,9 +28,9 @@ from aiohttp import web
 
 from llamaswap.config.model import COMFYUI_MODEL_ID
 from llamaswap.config.names import peer_names
-from llamaswap.errors import ModelNotFound, RequestError
+from llamaswap.errors import BadRequest, ModelNotFound, RequestError
 from llamaswap.server import profiles
-from llamaswap.server.extract import find_model_in_path
+from llamaswap.server.extract import find_model_in_path, has_dot_segment
 from llamaswap.server.peers import resolve_peer, serve_peer_raw
 from llamaswap.server.serving import resolve_local, serve_model
 from llamaswap.server.state import STATE, AppState
@@ -55,6 +56,7 @@ async def upstream_route(request: web.Request) -> web.StreamResponse:
     requested, rest = found
     if rest == "":
         raise _redirect(request, raw_path + "/")
+    _refuse_traversal(rest)
     target = profiles.pin_target(state, requested)
     if target is not None and state.config.resolve_model(target) is None:
         peer = resolve_peer(state.config, target)
@@ -81,6 +83,7 @@ async def comfyui_route(request: web.Request) -> web.StreamResponse:
     if COMFYUI_MODEL_ID not in state.config.models:
         raise ModelNotFound(f"local model {COMFYUI_MODEL_ID} not found")
     rest = request.raw_path.split("?", 1)[0].removeprefix("/comfyui")
+    _refuse_traversal(rest)
     # An open ComfyUI tab keeps fetching and reconnecting after the model was swapped out;
     # only a deliberate visit of the root loads it back. (Websockets are refused in
     # `serve_passthrough`, with their own message.)
@@ -128,6 +131,12 @@ async def _websocket(
     return await proxy_websocket(
         request, state.session, base_url=upstream, path=path, keep_host=True
     )
+
+
+def _refuse_traversal(rest: str) -> None:
+    """400 for `..`/`.` segments: the upstream must only ever see paths below the model."""
+    if has_dot_segment(rest):
+        raise BadRequest("invalid path: '.' and '..' segments are not allowed in upstream paths")
 
 
 def _ignored(state: AppState, path: str) -> bool:

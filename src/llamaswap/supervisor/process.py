@@ -12,6 +12,7 @@ import contextlib
 import enum
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,6 +22,7 @@ from llamaswap.errors import CommandError, ProcessShutdown, StartAborted, StartE
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor.command import build_argv, build_env, substitute_pid
 from llamaswap.supervisor.health import health_url, wait_healthy
+from llamaswap.supervisor.ports import check_port_free, confirm_owner, local_port
 from llamaswap.supervisor.terminate import Child, spawn
 
 __all__ = ["FAILED_START_GRACE", "ProcessSpec", "ProcessState", "UpstreamProcess"]
@@ -106,7 +108,8 @@ class UpstreamProcess:
       3. starting (start in progress) -> wait for that same start.
       4. a stop/cleanup/reap is in progress (stopping, aborting, reaping a crash) -> queue;
          when it finishes the owner starts again (#946).
-      5. stopped and idle -> spawn, health-check, answer when ready.
+      5. stopped and idle -> check that a local port is free, spawn, health-check, check that
+         the listener is the child's own (supervisor/ports.py), answer when ready.
     stop(t) / shutdown(t):
       1. shutdown marks the owner as terminating; queued ensure_ready callers fail with
          `ProcessShutdown` (for plain stop: `StartAborted`, the stop supersedes them).
@@ -402,12 +405,18 @@ class UpstreamProcess:
 
     async def _start(self) -> None:
         spec = self.spec
+        if not spec.cmd.strip():
+            raise StartError("empty command")  # llama-swap's words; check-config reports it
         if not spec.proxy:
             raise StartError("upstream proxy missing")
         try:
             argv = build_argv(spec.cmd)
         except CommandError as exc:
             raise StartError(f"failed to start command '{spec.cmd}': {exc}") from exc
+        where = local_port(spec.proxy)
+        if where is not None:
+            await asyncio.to_thread(check_port_free, where)
+        spawned_at = time.time()
         child = await spawn(argv, self._env(), self.logs)
         self._child = child
         if spec.check_endpoint.strip().lower() == "none":
@@ -423,6 +432,9 @@ class UpstreamProcess:
                 with contextlib.suppress(asyncio.CancelledError):
                     await probe
         if probe.done() and not probe.cancelled() and probe.exception() is None:
+            if where is not None:
+                # A 200 proves something answers, not that it is ours (issue 12, item 1).
+                await asyncio.to_thread(confirm_owner, where, child.pid, spawned_at)
             return
         if child.exited.done():
             # Let the pump catch the child's last words before quoting them.
