@@ -11,6 +11,7 @@ from llamaswap.config.model import CapabilitiesConfig
 from llamaswap.errors import ModelNotFound
 from llamaswap.server import profiles, selectors
 from llamaswap.server.listing import list_entry
+from llamaswap.server.ollama_routes import is_ollama_client
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
@@ -165,7 +166,10 @@ def add_routes(app: web.Application, version: str) -> None:
     async def api_version(_: web.Request) -> web.Response:
         return web.json_response({"version": version, "commit": "", "build_date": ""})
 
-    async def to_ui(_: web.Request) -> web.Response:
+    async def to_ui(request: web.Request) -> web.Response:
+        # Ollama's clients check that the server is up with `HEAD /` or `GET /`.
+        if is_ollama_client(request.headers):
+            return web.Response(text="Ollama is running")
         raise web.HTTPFound("/ui")
 
     async def to_ui_models(_: web.Request) -> web.Response:
