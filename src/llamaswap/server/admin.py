@@ -78,7 +78,15 @@ def _model_entry(state: AppState, model_id: str, listed_id: str, now: int) -> di
 
 
 async def list_models(request: web.Request) -> web.Response:
-    state = _state(request)
+    data = model_listing(_state(request))
+    headers = {}
+    if origin := request.headers.get("Origin"):
+        headers["Access-Control-Allow-Origin"] = origin
+    return web.json_response({"object": "list", "data": data}, headers=headers)
+
+
+def model_listing(state: AppState) -> list[dict[str, Any]]:
+    """The `/v1/models` entries, sorted by id."""
     now = int(time.time())
     data = []
     for model_id, model in state.config.models.items():
@@ -101,10 +109,16 @@ async def list_models(request: web.Request) -> web.Response:
     data.extend(profiles.listing_entries(state, now))
     data.extend(selectors.listing_entries(state, now))
     data.sort(key=lambda e: e["id"])
-    headers = {}
-    if origin := request.headers.get("Origin"):
-        headers["Access-Control-Allow-Origin"] = origin
-    return web.json_response({"object": "list", "data": data}, headers=headers)
+    return data
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """OpenAI's `GET /v1/models/{id}`: the listing's entry for that id."""
+    wanted = request.match_info["model"]
+    for entry in model_listing(_state(request)):
+        if entry["id"] == wanted:
+            return web.json_response(entry)
+    raise ModelNotFound(f"The model '{wanted}' does not exist", code="model_not_found")
 
 
 async def running(request: web.Request) -> web.Response:
@@ -176,7 +190,7 @@ def add_routes(app: web.Application, version: str) -> None:
         raise web.HTTPFound("/ui/models")
 
     app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/running", running)
     app.router.add_get("/health", health)
     app.router.add_get("/wol-health", health)

@@ -22,10 +22,12 @@ from llamaswap.server import (
     ollama_routes,
     performance_routes,
     profiles,
+    router_api,
     selectors,
     ui_routes,
     upstream_routes,
 )
+from llamaswap.server.api_errors import api_errors_middleware
 from llamaswap.server.auth import (
     preflight_response,
     route_needs_auth,
@@ -176,7 +178,8 @@ async def _close(app: web.Application) -> None:
 
 def build_app(state: AppState) -> web.Application:
     """The route table, in one place."""
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1024**3)
+    middlewares = [api_errors_middleware, errors_middleware, auth_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=1024**3)
     app[STATE] = state
     app[selectors.RESERVATIONS] = selectors.Reservations()
     app.on_startup.append(_start_session)
@@ -188,6 +191,7 @@ def build_app(state: AppState) -> web.Application:
     upstream_routes.add_routes(app)
     ollama_routes.add_routes(app, serve_body)
     admin.add_routes(app, __version__)
+    router_api.add_routes(app)
     observe_routes.add_routes(app)
     performance_routes.add_routes(app)
     profiles.add_routes(app)
