@@ -77,7 +77,9 @@ def test_chat_not_streamed_swaps_and_ps_follows(
     assert answer.done is True and answer.done_reason == "stop"
     assert (answer.prompt_eval_count, answer.eval_count) == (25, 10)
     assert (answer.prompt_eval_duration, answer.eval_duration) == (13_000_000, 17_000_000)
-    assert answer.total_duration is not None and answer.total_duration > 0
+    # From the request's arrival: the model's start is in it (and in load_duration).
+    assert answer.total_duration is not None and answer.total_duration > 30_000_000
+    assert answer.load_duration == answer.total_duration - 30_000_000
     assert [m.model for m in client.ps().models] == ["model-a"]
 
     # model-b is in the same swapping group: asking for it stops model-a.

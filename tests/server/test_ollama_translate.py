@@ -299,6 +299,17 @@ def test_body_with_tool_calls_reasoning_and_timings() -> None:
     assert obj["load_duration"] == 60_000_000  # what the evaluation does not explain
 
 
+def test_durations_count_from_the_request_arrival() -> None:
+    clock = FakeClock(step=0)
+    clock.now = 500_000_000
+    reply = CompletionStream("chat", "m", clock, started_ns=100_000_000)
+    out = lines(reply.feed(sse(delta(content="a"), "[DONE]")) + reply.finish())
+    assert out[-1]["total_duration"] == 400_000_000
+    embed = EmbedBody("m", clock, legacy=False, started_ns=200_000_000)
+    embed.feed(b'{"data": []}')
+    assert lines(embed.finish())[0]["total_duration"] == 300_000_000
+
+
 def test_embed_bodies_and_errors() -> None:
     answer = {
         "data": [{"index": 1, "embedding": [2.0]}, {"index": 0, "embedding": [1.0]}],

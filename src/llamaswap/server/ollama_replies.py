@@ -208,11 +208,17 @@ class _Completion:
     """What both completion readers keep: the shape, the clock and the tally."""
 
     def __init__(
-        self, shape: Shape, model: str, clock: Clock, now: Callable[[], str] = now_rfc3339
+        self,
+        shape: Shape,
+        model: str,
+        clock: Clock,
+        now: Callable[[], str] = now_rfc3339,
+        started_ns: int | None = None,
     ) -> None:
         self._shaper = _Shaper(shape, model, now)
         self._clock = clock
-        self._tally = _Tally(started_ns=clock())
+        # From the request's arrival (the lease wait and a swap count in total_duration).
+        self._tally = _Tally(started_ns=clock() if started_ns is None else started_ns)
 
 
 class CompletionStream(_Completion):
@@ -221,9 +227,14 @@ class CompletionStream(_Completion):
     content_type = NDJSON
 
     def __init__(
-        self, shape: Shape, model: str, clock: Clock, now: Callable[[], str] = now_rfc3339
+        self,
+        shape: Shape,
+        model: str,
+        clock: Clock,
+        now: Callable[[], str] = now_rfc3339,
+        started_ns: int | None = None,
     ) -> None:
-        super().__init__(shape, model, clock, now)
+        super().__init__(shape, model, clock, now, started_ns)
         self._buffer = b""
         self._calls: dict[int, dict[str, Any]] = {}
         self._calls_sent = False
@@ -317,9 +328,14 @@ class CompletionBody(_Completion, _Buffered):
     """A non-streamed chat or completion → one Ollama object."""
 
     def __init__(
-        self, shape: Shape, model: str, clock: Clock, now: Callable[[], str] = now_rfc3339
+        self,
+        shape: Shape,
+        model: str,
+        clock: Clock,
+        now: Callable[[], str] = now_rfc3339,
+        started_ns: int | None = None,
     ) -> None:
-        _Completion.__init__(self, shape, model, clock, now)
+        _Completion.__init__(self, shape, model, clock, now, started_ns)
         _Buffered.__init__(self)
 
     def finish(self) -> list[bytes]:
@@ -347,11 +363,13 @@ class EmbedBody(_Buffered):
     """`/v1/embeddings` → `/api/embed` (`embeddings`) or legacy `/api/embeddings`
     (`embedding`, the first vector)."""
 
-    def __init__(self, model: str, clock: Clock, *, legacy: bool) -> None:
+    def __init__(
+        self, model: str, clock: Clock, *, legacy: bool, started_ns: int | None = None
+    ) -> None:
         super().__init__()
         self._model = model
         self._clock = clock
-        self._started = clock()
+        self._started = clock() if started_ns is None else started_ns
         self._legacy = legacy
 
     def finish(self) -> list[bytes]:

@@ -211,10 +211,11 @@ async def _load_only(
 async def _translated(
     request: web.Request,
     translate: Callable[[dict[str, Any], str], Upstream],
-    make_reply: Callable[[Upstream, str], Reply],
+    make_reply: Callable[[Upstream, str, int], Reply],
     shape: Shape | None,
 ) -> web.StreamResponse:
     """Parse, translate and relay one inference request; errors in Ollama's shape."""
+    started = _clock_ns()
     # Cloned before the body is read (aiohttp cannot clone a request after that).
     base = request.clone(headers=_inner_headers(request.headers))
     try:
@@ -228,7 +229,7 @@ async def _translated(
             return await _load_only(request, shape, requested, name, unload)
         upstream = translate(doc, name)
         model_id = _local_id(state, name) if unload else None
-        reply = lambda: make_reply(upstream, requested)  # noqa: E731
+        reply = lambda: make_reply(upstream, requested, started)  # noqa: E731
         return await _relay(request, base, upstream, reply, model_id)
     except RequestError as exc:
         return ollama_error(exc.status, exc.message)
@@ -240,12 +241,12 @@ def _only_loads(doc: dict[str, Any], shape: Shape) -> bool:
     return not doc.get("prompt") and not doc.get("images") and not doc.get("raw")
 
 
-def _completion_reply(shape: Shape) -> Callable[[Upstream, str], Reply]:
-    def make(upstream: Upstream, requested: str) -> Reply:
+def _completion_reply(shape: Shape) -> Callable[[Upstream, str, int], Reply]:
+    def make(upstream: Upstream, requested: str, started: int) -> Reply:
         # A raw generate is a text completion; both readers take its `text` as content.
         if upstream.stream:
-            return CompletionStream(shape, requested, _clock_ns)
-        return CompletionBody(shape, requested, _clock_ns)
+            return CompletionStream(shape, requested, _clock_ns, started_ns=started)
+        return CompletionBody(shape, requested, _clock_ns, started_ns=started)
 
     return make
 
@@ -265,7 +266,9 @@ def _embedding_route(*, legacy: bool) -> Callable[[web.Request], Awaitable[web.S
         return await _translated(
             request,
             lambda doc, name: embed_request(doc, name, legacy=legacy),
-            lambda _up, requested: EmbedBody(requested, _clock_ns, legacy=legacy),
+            lambda _up, requested, started: EmbedBody(
+                requested, _clock_ns, legacy=legacy, started_ns=started
+            ),
             None,
         )
 
