@@ -21,6 +21,7 @@ CONFIG = (
     + fake_model("model-a", "aliases: [alpha]", "capabilities:", "  in: [text, image]")
     + fake_model("model-b", "capabilities:", "  tools: true", "  context: 4096")
     + fake_model("hidden", "unlisted: true")
+    + fake_model("loud", "sendLoadingState: true", "unlisted: true")
     + """groups:
   pair:
     swap: true
@@ -103,6 +104,17 @@ def test_chat_streamed(idle: LlamaswapProcess, client: ollama.Client) -> None:
     assert all(p.done is False for p in parts[:-1])
     assert (last.prompt_eval_count, last.eval_count) == (25, 10)
     assert all(p.model == "alpha" for p in parts)  # the name the client asked for
+
+
+def test_no_loading_stream_inside_an_ollama_stream(
+    idle: LlamaswapProcess, client: ollama.Client
+) -> None:
+    # `sendLoadingState` writes progress into OpenAI streams; an Ollama stream gets none.
+    parts = list(
+        client.chat(model="loud", messages=[{"role": "user", "content": "hi"}], stream=True)
+    )
+    assert [p.message.content for p in parts[:-1]] == ["asdf"] * 10
+    assert all(p.message.thinking is None for p in parts)
 
 
 def test_generate_streamed_and_not(idle: LlamaswapProcess, client: ollama.Client) -> None:

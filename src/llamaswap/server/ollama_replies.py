@@ -219,6 +219,10 @@ class _Completion:
         self._clock = clock
         # From the request's arrival (the lease wait and a swap count in total_duration).
         self._tally = _Tally(started_ns=clock() if started_ns is None else started_ns)
+        self._setup()
+
+    def _setup(self) -> None:
+        """A reader's own state (each has its own)."""
 
 
 class CompletionStream(_Completion):
@@ -226,15 +230,7 @@ class CompletionStream(_Completion):
 
     content_type = NDJSON
 
-    def __init__(
-        self,
-        shape: Shape,
-        model: str,
-        clock: Clock,
-        now: Callable[[], str] = now_rfc3339,
-        started_ns: int | None = None,
-    ) -> None:
-        super().__init__(shape, model, clock, now, started_ns)
+    def _setup(self) -> None:
         self._buffer = b""
         self._calls: dict[int, dict[str, Any]] = {}
         self._calls_sent = False
@@ -327,15 +323,7 @@ class CompletionStream(_Completion):
 class CompletionBody(_Completion, _Buffered):
     """A non-streamed chat or completion → one Ollama object."""
 
-    def __init__(
-        self,
-        shape: Shape,
-        model: str,
-        clock: Clock,
-        now: Callable[[], str] = now_rfc3339,
-        started_ns: int | None = None,
-    ) -> None:
-        _Completion.__init__(self, shape, model, clock, now, started_ns)
+    def _setup(self) -> None:
         _Buffered.__init__(self)
 
     def finish(self) -> list[bytes]:
