@@ -166,11 +166,11 @@ def test_unknown_model_and_model_management_are_ollama_errors(client: ollama.Cli
     assert unknown.value.error == "model 'nope' not found"
     with pytest.raises(ollama.ResponseError) as pull:
         client.pull("model-a")
-    assert pull.value.status_code == 501
+    assert pull.value.status_code == 400
     assert "config" in pull.value.error
     with pytest.raises(ollama.ResponseError) as delete:
         client.delete("model-a")
-    assert delete.value.status_code == 501
+    assert delete.value.status_code == 400
 
 
 def test_upstream_error_becomes_an_ollama_error(server: LlamaswapProcess) -> None:

@@ -19,7 +19,13 @@ from aiohttp import web
 
 from llamaswap.server.responses import SRC
 
-__all__ = ["ANTHROPIC_PATHS", "OLLAMA_PATHS", "anthropic_type", "api_errors_middleware"]
+__all__ = [
+    "ANTHROPIC_PATHS",
+    "OLLAMA_PATHS",
+    "anthropic_type",
+    "api_errors_middleware",
+    "is_ollama_path",
+]
 
 ANTHROPIC_PATHS = frozenset(
     {"/v1/messages", "/v1/messages/count_tokens", "/v/messages", "/v/messages/count_tokens"}
@@ -52,6 +58,10 @@ _ANTHROPIC_TYPES = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def is_ollama_path(path: str) -> bool:
+    return path in OLLAMA_PATHS or path.startswith("/api/blobs/")
 
 
 def anthropic_type(status: int) -> str:
@@ -88,7 +98,7 @@ def _reshaped(response: web.Response, body: dict[str, Any]) -> web.Response:
 async def api_errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     response = await handler(request)
     path = request.path
-    if path not in ANTHROPIC_PATHS and path not in OLLAMA_PATHS:
+    if path not in ANTHROPIC_PATHS and not is_ollama_path(path):
         return response
     message = _our_message(response)
     if message is None:

@@ -10,7 +10,7 @@ Auth is the app's middleware, as for every route.
 
 Listing routes (`/api/tags`, `/api/ps`, `/api/show`) are answered from the config and the
 processes' states; `/api/version` is the app's. Model management (`pull`, `push`, `create`,
-`copy`, `delete`, blobs) answers 501: models come from the config file.
+`copy`, `delete`, blobs) answers 400: models come from the config file.
 
 `keep_alive`: `0` unloads the model once the request is done (when no other request holds
 it); other values are accepted and ignored (the model's `ttl` applies). A chat without
@@ -393,7 +393,8 @@ async def show(request: web.Request) -> web.Response:
 def _not_managed(op: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def handler(request: web.Request) -> web.Response:
         await request.read()
-        return ollama_error(501, MANAGED_BY_CONFIG.format(op=op))
+        # 400, not 501: a request this server will never serve, and 5xx means a fault.
+        return ollama_error(400, MANAGED_BY_CONFIG.format(op=op))
 
     return handler
 
