@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from inprocess import fake_models_yaml, running_llamaswap
-from llamaswap.server.api_errors import is_ollama_path
+from llamaswap.server.api_errors import OLLAMA_PATHS, is_ollama_path
 
 # Time for a whole answer (a model start on two busy cores included).
 DEADLINE = 20.0
@@ -256,15 +256,7 @@ ROUTES = [
     "/api/metrics/stats",
     "/api/captures/{m}",
     "/api/captures/1",
-    "/api/chat",
-    "/api/generate",
-    "/api/embed",
-    "/api/embeddings",
-    "/api/tags",
-    "/api/ps",
-    "/api/show",
-    "/api/pull",
-    "/api/delete",
+    *sorted(OLLAMA_PATHS),
     "/api/blobs/{m}",
     "/models/load",
     "/models/unload",
