@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from inprocess import fake_models_yaml, running_llamaswap
+from llamaswap.server.api_errors import OLLAMA_PATHS, is_ollama_path
 
 # Time for a whole answer (a model start on two busy cores included).
 DEADLINE = 20.0
@@ -255,6 +256,11 @@ ROUTES = [
     "/api/metrics/stats",
     "/api/captures/{m}",
     "/api/captures/1",
+    *sorted(OLLAMA_PATHS),
+    "/api/blobs/{m}",
+    "/models/load",
+    "/models/unload",
+    "/v1/models/{m}",
     "/logs",
     "/logs/stream",
     "/logs/stream/{m}",
@@ -530,6 +536,9 @@ def check(server: Server, request: Request) -> None:
         return  # an upstream's own error, passed through as it is
     assert response.complete
     payload = json.loads(response.body)
+    if is_ollama_path(request.path.split("?")[0]):
+        assert isinstance(payload, dict) and isinstance(payload["error"], str), payload
+        return  # Ollama's error shape
     if forwarded and not (isinstance(payload, dict) and "src" in payload):
         return  # an upstream's own JSON error
     assert payload["src"] == "llama-swap", payload

@@ -10,6 +10,7 @@ from aiohttp import web
 from llamaswap.errors import ModelNotFound
 from llamaswap.server import profiles, selectors
 from llamaswap.server.listing import CAPABILITY_METADATA_KEYS, capability_fields, list_entry
+from llamaswap.server.ollama_routes import is_ollama_client
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
@@ -42,7 +43,15 @@ def _model_entry(state: AppState, model_id: str, listed_id: str, now: int) -> di
 
 
 async def list_models(request: web.Request) -> web.Response:
-    state = _state(request)
+    data = model_listing(_state(request))
+    headers = {}
+    if origin := request.headers.get("Origin"):
+        headers["Access-Control-Allow-Origin"] = origin
+    return web.json_response({"object": "list", "data": data}, headers=headers)
+
+
+def model_listing(state: AppState) -> list[dict[str, Any]]:
+    """The `/v1/models` entries, sorted by id."""
     now = int(time.time())
     data = []
     for model_id, model in state.config.models.items():
@@ -65,10 +74,16 @@ async def list_models(request: web.Request) -> web.Response:
     data.extend(profiles.listing_entries(state, now))
     data.extend(selectors.listing_entries(state, now))
     data.sort(key=lambda e: e["id"])
-    headers = {}
-    if origin := request.headers.get("Origin"):
-        headers["Access-Control-Allow-Origin"] = origin
-    return web.json_response({"object": "list", "data": data}, headers=headers)
+    return data
+
+
+async def get_model(request: web.Request) -> web.Response:
+    """OpenAI's `GET /v1/models/{id}`: the listing's entry for that id."""
+    wanted = request.match_info["model"]
+    for entry in model_listing(_state(request)):
+        if entry["id"] == wanted:
+            return web.json_response(entry)
+    raise ModelNotFound(f"The model '{wanted}' does not exist", code="model_not_found")
 
 
 async def running(request: web.Request) -> web.Response:
@@ -130,14 +145,17 @@ def add_routes(app: web.Application, version: str) -> None:
     async def api_version(_: web.Request) -> web.Response:
         return web.json_response({"version": version, "commit": "", "build_date": ""})
 
-    async def to_ui(_: web.Request) -> web.Response:
+    async def to_ui(request: web.Request) -> web.Response:
+        # Ollama's clients check that the server is up with `HEAD /` or `GET /`.
+        if is_ollama_client(request.headers):
+            return web.Response(text="Ollama is running")
         raise web.HTTPFound("/ui")
 
     async def to_ui_models(_: web.Request) -> web.Response:
         raise web.HTTPFound("/ui/models")
 
     app.router.add_get("/v1/models", list_models)
-    app.router.add_get("/models", list_models)
+    app.router.add_get("/v1/models/{model:.+}", get_model)
     app.router.add_get("/running", running)
     app.router.add_get("/health", health)
     app.router.add_get("/wol-health", health)

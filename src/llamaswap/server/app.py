@@ -19,12 +19,15 @@ from llamaswap.errors import RequestError
 from llamaswap.server import (
     admin,
     observe_routes,
+    ollama_routes,
     performance_routes,
     profiles,
+    router_api,
     selectors,
     ui_routes,
     upstream_routes,
 )
+from llamaswap.server.api_errors import api_errors_middleware
 from llamaswap.server.auth import (
     preflight_response,
     route_needs_auth,
@@ -32,7 +35,7 @@ from llamaswap.server.auth import (
 )
 from llamaswap.server.extract import RequestShape, shape_request
 from llamaswap.server.filters import shape_body
-from llamaswap.server.forward import new_client_session
+from llamaswap.server.forward import RESPONSE_BUILDER, new_client_session
 from llamaswap.server.loading import LoadingStream, wants_loading_stream
 from llamaswap.server.model_paths import (
     BODY_ROUTES,
@@ -101,8 +104,13 @@ async def auth_middleware(
 
 async def model_route(request: web.Request) -> web.StreamResponse:
     """Inference routes: the model comes from the body or the query."""
+    return await serve_body(request, await request.read())
+
+
+async def serve_body(request: web.Request, body: bytes) -> web.StreamResponse:
+    """A model route whose body was read already (the Ollama routes pass a translated one
+    with a request cloned onto the OpenAI path: see `ollama_routes`)."""
     state = request.app[STATE]
-    body = await request.read()
     # The raw header: `request.content_type` drops the multipart boundary and reports a
     # missing header as application/octet-stream.
     content_type = request.headers.get("Content-Type")
@@ -143,7 +151,11 @@ async def _route_by_name(
     )
     loading = None
     ready = state.router.state(model_id) is ProcessState.READY
-    if wants_loading_stream(request.path, shape.stream, model.send_loading_state, ready):
+    # A translated request (RESPONSE_BUILDER) owns its response: no loading stream in it.
+    translated = RESPONSE_BUILDER in request
+    if not translated and wants_loading_stream(
+        request.path, shape.stream, model.send_loading_state, ready
+    ):
         loading = LoadingStream(request, model_id)
     return await serve_model(
         request, state, model_id, upstream_path(request.path), body, loading, changed_headers
@@ -166,7 +178,8 @@ async def _close(app: web.Application) -> None:
 
 def build_app(state: AppState) -> web.Application:
     """The route table, in one place."""
-    app = web.Application(middlewares=[errors_middleware, auth_middleware], client_max_size=1024**3)
+    middlewares = [api_errors_middleware, errors_middleware, auth_middleware]
+    app = web.Application(middlewares=middlewares, client_max_size=1024**3)
     app[STATE] = state
     app[selectors.RESERVATIONS] = selectors.Reservations()
     app.on_startup.append(_start_session)
@@ -176,7 +189,9 @@ def build_app(state: AppState) -> web.Application:
     for path in QUERY_ROUTES:
         app.router.add_get(path, model_route)
     upstream_routes.add_routes(app)
+    ollama_routes.add_routes(app, serve_body)
     admin.add_routes(app, __version__)
+    router_api.add_routes(app)
     observe_routes.add_routes(app)
     performance_routes.add_routes(app)
     profiles.add_routes(app)

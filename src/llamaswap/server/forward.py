@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Protocol
 
 import aiohttp
@@ -43,6 +43,13 @@ HOP_BY_HOP = frozenset(
         "expect",
     }
 )
+
+
+# Set on a request served for another API (the Ollama routes): builds the client's response
+# from the upstream's answer (a response that translates the body as it is written) instead
+# of copying the upstream's status and headers. Taps still see the upstream's own bytes.
+ResponseBuilder = Callable[["Answer"], web.StreamResponse]
+RESPONSE_BUILDER: web.RequestKey[ResponseBuilder] = web.RequestKey("llamaswap_response_builder")
 
 
 class ResponseTap(Protocol):
@@ -151,7 +158,8 @@ async def forward(
         return error_response(request.headers.get("Accept", ""), 502, message)
     if tap is not None:
         tap.response_started(upstream.status, upstream.headers)
-    response = into if into is not None else _response_for(upstream)
+    build = request.get(RESPONSE_BUILDER, _response_for)
+    response = into if into is not None else build(upstream)
     try:
         if into is None:
             await response.prepare(request)
