@@ -14,6 +14,9 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, fi
 from pydantic import model_validator as _model_validator
 from pydantic.alias_generators import to_camel
 
+from llamaswap.config.resources import DeviceConfig, ResourcesConfig, Sleep
+from llamaswap.config.sizes import ByteSize
+
 if TYPE_CHECKING:
     from llamaswap.config.matrix import CompiledMatrix
 
@@ -148,6 +151,8 @@ class ModelConfig(_Base):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     compat: CompatConfig = Field(default_factory=CompatConfig)
     capabilities: CapabilitiesConfig = Field(default_factory=CapabilitiesConfig)
+    resources: ResourcesConfig | None = None
+    sleep: Sleep | None = None
 
     @field_validator("name", "description", mode="after")
     @classmethod
@@ -309,6 +314,8 @@ class Config(_Base):
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    devices: dict[str, DeviceConfig] = Field(default_factory=dict)
+    host_memory: ByteSize | None = None
 
     _alias_map: dict[str, str] | None = PrivateAttr(default=None)
     _matrix: CompiledMatrix | None = PrivateAttr(default=None)
