@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FAKE_UPSTREAM, free_port, wait_until_sync
+from helpers import FAKE_UPSTREAM, free_port, install_fake_gpus, wait_until_sync
 from llamaswap.observe.gpu import (
     MIB,
     NVIDIA_INFO_QUERY,
@@ -36,13 +36,7 @@ APPS = [
 @pytest.fixture
 def gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Two fake GPUs (24 GiB, 12 GiB); the fake nvidia-smi first on PATH. The state path."""
-    state = fake_gpu.write_state(tmp_path / "gpus.json", [("Fake A", 24576), ("Fake B", 12288)])
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    fake_gpu.install(bin_dir, state)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv(fake_gpu.STATE_ENV, str(state))
-    return state
+    return install_fake_gpus(tmp_path, monkeypatch, [("Fake A", 24576), ("Fake B", 12288)])
 
 
 def apps() -> list[list[str]]:
