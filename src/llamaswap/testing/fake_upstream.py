@@ -148,6 +148,11 @@ def parse_args(argv: Sequence[str]) -> Options:
     )
 
 
+def _tracked_memory(opts: Options) -> dict[int, int] | None:
+    """The `--memory` usage to report, or None without a fake GPU to report it to."""
+    return opts.memory if opts.memory and os.environ.get(fake_gpu.STATE_ENV) else None
+
+
 def parse_memory(spec: str, visible: str | None) -> dict[int, int]:
     """`--memory` as physical GPU index -> MiB: `8192` or `0:4096,1:2048` (visible indices)."""
     physical = [int(v) for v in visible.split(",") if v.strip().isdigit()] if visible else []
@@ -188,6 +193,7 @@ class _Responder:
         self.pid = os.getpid()
         self.started = time.monotonic()
         self.asleep = False
+        self.memory = _tracked_memory(opts)
         self.sleep_lock = asyncio.Lock()
 
     def json(self, body: dict[str, Any], status: int = 200) -> web.Response:
@@ -239,11 +245,11 @@ class _Responder:
                 return
             await asyncio.sleep(self.opts.sleep_delay)  # the time the weights take to move
             self.asleep = asleep
-            if self.opts.memory:
+            if self.memory:
                 if asleep:
                     fake_gpu.unregister(self.pid)
                 else:
-                    fake_gpu.register(self.pid, self.opts.memory)
+                    fake_gpu.register(self.pid, self.memory)
 
     async def sleep(self, request: web.Request) -> web.StreamResponse:
         await self._set_asleep(True)
@@ -551,9 +557,12 @@ async def _serve(opts: Options) -> None:
 
     # A stopped upstream should exit promptly even with a stream open, like a real server
     # that drops its connections on SIGTERM; aiohttp would otherwise drain for 60 s.
-    if opts.memory:
+    memory = _tracked_memory(opts)
+    if opts.memory and not memory and not opts.silent:
+        print(f"--memory ignored: {fake_gpu.STATE_ENV} is not set (no fake GPU)", flush=True)
+    if memory:
         # Registered before listening: a real server holds its memory before it is healthy.
-        fake_gpu.register(os.getpid(), opts.memory)
+        fake_gpu.register(os.getpid(), memory)
     runner = web.AppRunner(
         build_app(opts), access_log=None, handle_signals=False, shutdown_timeout=0.5
     )
@@ -569,7 +578,7 @@ async def _serve(opts: Options) -> None:
         await done.wait()
     finally:
         await runner.cleanup()
-        if opts.memory:
+        if memory:
             fake_gpu.unregister(os.getpid())
         if child is not None:
             child.kill()
