@@ -22,7 +22,6 @@ from llamaswap.observe.gpu_usage import (
     ProcessUsage,
     check_declared,
     device_by_uuid,
-    effective_usage,
     measured_usage,
     parse_compute_apps,
     process_tree,
@@ -53,14 +52,6 @@ def test_usage_sums_the_process_tree_per_device() -> None:
     assert device_by_uuid([(3, "U3")], {}) == {"U3": "gpu3"}
     assert measured_usage(apps, {10, 11, 12}, names) == {"big": 3 * G // 2, "small": 2 * G, "U9": G}
     assert measured_usage(apps, set(), names) == {}
-
-
-def test_effective_usage_is_the_larger_per_device() -> None:
-    assert effective_usage({"gpu0": 10 * G, "gpu1": G}, {"gpu0": 12 * G, "gpu2": G}) == {
-        "gpu0": 12 * G,
-        "gpu1": G,
-        "gpu2": G,
-    }
 
 
 def test_using_more_than_declared_is_warned(caplog: pytest.LogCaptureFixture) -> None:

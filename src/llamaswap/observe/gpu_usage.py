@@ -7,8 +7,9 @@ workers), so its usage is the sum over the pids of its tree. Cards are named by 
 the index gives the device name. The parsing and summing are pure; `read_compute_apps` and
 `process_tree` are the I/O (blocking: call them from a worker thread).
 
-Placement then counts max(declared, measured) per device, and a model using more than it
-declared is logged as a warning (`check_declared`), so the user can correct the config.
+Placement then counts max(declared, measured) per device (`swap.memory.resident_usage`),
+and a model using more than it declared is logged as a warning (`check_declared`), so the
+user can correct the config.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ __all__ = [
     "ProcessUsage",
     "check_declared",
     "device_by_uuid",
-    "effective_usage",
     "measured_usage",
     "parse_compute_apps",
     "process_tree",
@@ -98,12 +98,6 @@ def measured_usage(
             device = names.get(app.gpu_uuid, app.gpu_uuid)
             usage[device] = usage.get(device, 0) + app.used_bytes
     return usage
-
-
-def effective_usage(declared: Mapping[str, int], measured: Mapping[str, int]) -> dict[str, int]:
-    """What placement counts: per device, the larger of declared and measured."""
-    devices = sorted({*declared, *measured})
-    return {d: max(declared.get(d, 0), measured.get(d, 0)) for d in devices}
 
 
 def check_declared(
