@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import psutil
+import pytest
+
+from llamaswap.testing import fake_gpu
 
 FAKE_UPSTREAM = [sys.executable, "-m", "llamaswap.testing.fake_upstream"]
 
@@ -108,3 +112,17 @@ def outside_server(port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
     finally:
         proc.kill()
         proc.wait()
+
+
+def install_fake_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpus: Sequence[tuple[str, int]]
+) -> Path:
+    """Fake GPUs ((name, MiB) each) behind a fake `nvidia-smi` put first on PATH, for this
+    test and the processes it starts; returns the state file."""
+    state = fake_gpu.write_state(tmp_path / "gpus.json", gpus)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake_gpu.install(bin_dir, state)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv(fake_gpu.STATE_ENV, str(state))
+    return state

@@ -36,3 +36,10 @@ def test_schema_uses_yaml_spellings() -> None:
     schema = config_schema()
     assert "healthCheckTimeout" in schema["properties"]
     assert "globalTTL" in schema["properties"]
+
+
+def test_placement_example_declares_devices_and_resources() -> None:
+    config = load_config(Path(__file__).parents[2] / "examples" / "placement.yaml", env={})
+    assert set(config.devices) == {"gpu0", "gpu1"}
+    assert all(m.resources is not None for m in config.models.values())
+    assert config.models["chat-small"].sleep is not None

@@ -9,7 +9,7 @@ Pipeline (llama-swap §2.1, [H] revision):
 4. Per model, in sorted ID order: model macros validated and merged over the globals, then
    substituted into every field; `${PORT}` allocated from `startPort` to models whose `cmd`
    uses it, then substituted through the whole model.
-5. Any `${X}` left is an error (`${PID}` only in `cmdStop`).
+5. Any `${X}` left is an error (`${PID}` only in `cmdStop`; `${GPU}` in `cmd`, `cmdStop`, `env`).
 6. Legacy `groups`/`matrix` normalised into `routing`; typed decode; semantic validation.
 
 Every problem found is collected and raised together as one ConfigError.
@@ -326,7 +326,7 @@ def _leftover_in_model(model_id: str, raw: dict[str, Any]) -> list[ConfigProblem
     for path, name in dict.fromkeys(mac.leftover(raw, "")):
         field = path.split("[")[0]
         top = field.split(".")[0]
-        if name == "PID" and field == "cmdStop":
+        if field in mac.RUNTIME.get(name, ()):
             continue
         if name.startswith("env."):
             message = f"environment variable '{name[4:]}' is not set"

@@ -1,4 +1,5 @@
-"""The macro engine: `${env.NAME}`, declared macros, `${MODEL_ID}`, `${PORT}`, `${PID}`. Pure.
+"""The macro engine: `${env.NAME}`, declared macros, `${MODEL_ID}`, `${PORT}`, `${PID}`,
+`${GPU}`. Pure.
 
 Declared macros form an ordered list that is substituted from last to first, so a macro may
 use any macro declared before it (a reference to a later one survives and is reported as
@@ -23,7 +24,9 @@ ENV_MACRO = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
 ANY_MACRO = re.compile(r"\$\{([^${}\s]+)\}")
 MACRO_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
 MAX_MACRO_NAME = 63
-RESERVED = ("PORT", "MODEL_ID", "PID")
+RESERVED = ("PORT", "MODEL_ID", "PID", "GPU")
+# Macros filled when the process starts, in these model fields only (else: unknown macro).
+RUNTIME = {"PID": ("cmdStop",), "GPU": ("cmd", "cmdStop", "env")}
 
 MacroList = list[tuple[str, Scalar]]
 

@@ -15,6 +15,8 @@ from pydantic import model_validator as _model_validator
 from pydantic.alias_generators import to_camel
 
 from llamaswap.config.durations import Duration
+from llamaswap.config.resources import DeviceConfig, ResourcesConfig, Sleep
+from llamaswap.config.sizes import ByteSize
 from llamaswap.errors import ConfigProblem
 
 if TYPE_CHECKING:
@@ -157,6 +159,8 @@ class ModelConfig(_Base):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     compat: CompatConfig = Field(default_factory=CompatConfig)
     capabilities: CapabilitiesConfig = Field(default_factory=CapabilitiesConfig)
+    resources: ResourcesConfig | None = None
+    sleep: Sleep | None = None
 
     # Set by `Config`: True when `concurrencyLimit` was written (llama-swap's 429 semantics).
     _limits_reservations: bool = PrivateAttr(default=False)
@@ -344,6 +348,8 @@ class Config(_Base):
     performance: PerformanceConfig = Field(default_factory=PerformanceConfig)
     ui: UIConfig = Field(default_factory=UIConfig)
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
+    devices: dict[str, DeviceConfig] = Field(default_factory=dict)
+    host_memory: ByteSize | None = None
 
     _alias_map: dict[str, str] | None = PrivateAttr(default=None)
     _matrix: CompiledMatrix | None = PrivateAttr(default=None)

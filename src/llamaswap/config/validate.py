@@ -16,6 +16,7 @@ from llamaswap.config.matrix import compile_matrix
 from llamaswap.config.model import Config, MatrixConfig
 from llamaswap.config.names import validate_names
 from llamaswap.config.normalise import Origins
+from llamaswap.config.resources import resource_problems
 from llamaswap.errors import ConfigError, ConfigProblem
 
 MODALITIES = ("text", "audio", "image")
@@ -30,6 +31,7 @@ def validate(config: Config, origins: Origins | None = None) -> list[ConfigProbl
         *_routing(config, origins or Origins()),
         *validate_names(config),
         *_misc(config),
+        *resource_problems(config),
     ]
     _preload(config)
     return problems

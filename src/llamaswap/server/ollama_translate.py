@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from llamaswap.config.validate import parse_duration
+from llamaswap.config.durations import parse_duration
 from llamaswap.errors import BadRequest
 
 __all__ = [

@@ -24,6 +24,13 @@ run real child processes without a model. Extras over the Go helper:
   the text `close <code>` makes it close the socket with that code.
 * `/v1/audio/speech` with `"response_format": "wav"` answers a short WAV tone (`audio/wav`);
   without it, the Go helper's `{"message": "ok"}`.
+* `--memory SPEC`: "use" GPU memory, reported by the fake `nvidia-smi`
+  (`llamaswap.testing.fake_gpu`, state file from `$LLAMASWAP_FAKE_GPU_STATE`) for this pid
+  until exit: `MiB` on the first visible device, or `i:MiB,j:MiB` per visible device
+  (`CUDA_VISIBLE_DEVICES` maps visible to physical indices, as CUDA does).
+* vLLM's sleep mode: `POST /sleep?level=N` frees the memory, `POST /wake_up` takes it back,
+  `GET /is_sleeping` answers `{"is_sleeping": bool}`; each change takes `--sleep-delay`
+  seconds. While asleep `/v1/...` answers 503.
 * `/v1/rerank` (and `/rerank`, `/v1/reranking`, `/reranking`) scores each document by the
   share of the query's words it contains, llama.cpp style (`results: [{index,
   relevance_score}]`, best first).
@@ -49,7 +56,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from llamaswap.testing import fake_anthropic
+from llamaswap.testing import fake_anthropic, fake_gpu
 
 __all__ = ["Options", "build_app", "main", "parse_args", "parse_duration"]
 
@@ -103,6 +110,8 @@ class Options:
     startup_delay: float = 0.0
     fork_child: bool = False
     sse_event: bool = False
+    memory: dict[int, int] | None = None
+    sleep_delay: float = 0.0
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -116,7 +125,15 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--startup-delay", "-startup-delay", type=float, default=0.0)
     p.add_argument("--fork-child", "-fork-child", action="store_true")
     p.add_argument("--sse-event", "-sse-event", action="store_true")
+    p.add_argument("--memory", "-memory", default="")
+    p.add_argument("--sleep-delay", "-sleep-delay", type=float, default=0.0)
     ns = p.parse_args(list(argv))
+    try:
+        memory = (
+            parse_memory(ns.memory, os.environ.get("CUDA_VISIBLE_DEVICES")) if ns.memory else None
+        )
+    except ValueError as exc:
+        p.error(str(exc))
     return Options(
         port=ns.port,
         model=ns.model,
@@ -126,7 +143,28 @@ def parse_args(argv: Sequence[str]) -> Options:
         startup_delay=ns.startup_delay,
         fork_child=ns.fork_child,
         sse_event=ns.sse_event,
+        memory=memory,
+        sleep_delay=ns.sleep_delay,
     )
+
+
+def _tracked_memory(opts: Options) -> dict[int, int] | None:
+    """The `--memory` usage to report, or None without a fake GPU to report it to."""
+    return opts.memory if opts.memory and os.environ.get(fake_gpu.STATE_ENV) else None
+
+
+def parse_memory(spec: str, visible: str | None) -> dict[int, int]:
+    """`--memory` as physical GPU index -> MiB: `8192` or `0:4096,1:2048` (visible indices)."""
+    physical = [int(v) for v in visible.split(",") if v.strip().isdigit()] if visible else []
+    usage: dict[int, int] = {}
+    for part in spec.split(","):
+        index, _, mib = part.rpartition(":")
+        if not mib.strip().isdigit() or (index and not index.strip().isdigit()):
+            raise ValueError(f"invalid --memory {spec!r}: expected MiB or i:MiB,j:MiB")
+        i = int(index or 0)
+        gpu = physical[i] if i < len(physical) else i
+        usage[gpu] = usage.get(gpu, 0) + int(mib)
+    return usage
 
 
 def _tone_wav(seconds: float = 0.25, hz: float = 440.0, rate: int = 8000) -> bytes:
@@ -154,6 +192,9 @@ class _Responder:
         self.opts = opts
         self.pid = os.getpid()
         self.started = time.monotonic()
+        self.asleep = False
+        self.memory = _tracked_memory(opts)
+        self.sleep_lock = asyncio.Lock()
 
     def json(self, body: dict[str, Any], status: int = 200) -> web.Response:
         body.setdefault("pid", self.pid)
@@ -188,6 +229,38 @@ class _Responder:
         response = await handler(request)
         print(f"{request.method} {request.path_qs} {response.status}", flush=True)
         return response
+
+    @web.middleware
+    async def sleep_middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if self.asleep and request.path.startswith("/v1/"):
+            await request.read()
+            error = {"message": "model is sleeping", "type": "server_error"}
+            return self.json({"error": error}, status=503)
+        return await handler(request)
+
+    # -- vLLM sleep mode ----------------------------------------------------------------
+    async def _set_asleep(self, asleep: bool) -> None:
+        async with self.sleep_lock:
+            if self.asleep == asleep:
+                return
+            await asyncio.sleep(self.opts.sleep_delay)  # the time the weights take to move
+            self.asleep = asleep
+            if self.memory:
+                if asleep:
+                    fake_gpu.unregister(self.pid)
+                else:
+                    fake_gpu.register(self.pid, self.memory)
+
+    async def sleep(self, request: web.Request) -> web.StreamResponse:
+        await self._set_asleep(True)
+        return web.Response(status=200)
+
+    async def wake_up(self, request: web.Request) -> web.StreamResponse:
+        await self._set_asleep(False)
+        return web.Response(status=200)
+
+    async def is_sleeping(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"is_sleeping": self.asleep})
 
     # -- OpenAI routes ------------------------------------------------------------------
     async def _read_json(self, request: web.Request) -> tuple[bytes, dict[str, Any]]:
@@ -421,7 +494,7 @@ def _compress(request: web.Request, response: web.StreamResponse) -> None:
 def build_app(opts: Options) -> web.Application:
     """Build the aiohttp application for `opts` (the whole route table is here)."""
     r = _Responder(opts)
-    middlewares = [r.wait_middleware, r.shape_middleware]
+    middlewares = [r.wait_middleware, r.sleep_middleware, r.shape_middleware]
     if not opts.silent:
         middlewares.insert(0, r.log_middleware)
     app = web.Application(middlewares=middlewares, client_max_size=64 * 1024 * 1024)
@@ -446,6 +519,9 @@ def build_app(opts: Options) -> web.Application:
     app.router.add_post("/sdapi/v1/txt2img", r.sdapi_image)
     app.router.add_post("/sdapi/v1/img2img", r.sdapi_image)
     app.router.add_get("/sdapi/v1/loras", r.sdapi_loras)
+    app.router.add_post("/sleep", r.sleep)
+    app.router.add_post("/wake_up", r.wake_up)
+    app.router.add_get("/is_sleeping", r.is_sleeping)
     app.router.add_route("*", "/{tail:.*}", r.echo)
     return app
 
@@ -481,6 +557,12 @@ async def _serve(opts: Options) -> None:
 
     # A stopped upstream should exit promptly even with a stream open, like a real server
     # that drops its connections on SIGTERM; aiohttp would otherwise drain for 60 s.
+    memory = _tracked_memory(opts)
+    if opts.memory and not memory and not opts.silent:
+        print(f"--memory ignored: {fake_gpu.STATE_ENV} is not set (no fake GPU)", flush=True)
+    if memory:
+        # Registered before listening: a real server holds its memory before it is healthy.
+        fake_gpu.register(os.getpid(), memory)
     runner = web.AppRunner(
         build_app(opts), access_log=None, handle_signals=False, shutdown_timeout=0.5
     )
@@ -496,6 +578,8 @@ async def _serve(opts: Options) -> None:
         await done.wait()
     finally:
         await runner.cleanup()
+        if memory:
+            fake_gpu.unregister(os.getpid())
         if child is not None:
             child.kill()
             await child.wait()
