@@ -16,6 +16,7 @@ from llamaswap.swap.effects import (
     StopModels,
 )
 from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
+from llamaswap.swap.rules import SchedulerSettings
 from llamaswap.swap.scheduler import ModelRules, Phase, Scheduler
 
 
@@ -56,9 +57,10 @@ class Harness:
         self,
         policy: EvictionPolicy,
         models: Iterable[str] | Mapping[str, ModelRules],
+        settings: SchedulerSettings | None = None,
     ) -> None:
         rules = dict(models) if isinstance(models, Mapping) else {m: ModelRules() for m in models}
-        self.scheduler = Scheduler(rules, policy)
+        self.scheduler = Scheduler(rules, policy, settings)
         self.now = 0.0
         self.log: list[Effect] = []
 

@@ -11,6 +11,7 @@ from llamaswap.errors import ModelNotFound
 from llamaswap.server import profiles, selectors
 from llamaswap.server.listing import CAPABILITY_METADATA_KEYS, capability_fields, list_entry
 from llamaswap.server.ollama_routes import is_ollama_client
+from llamaswap.server.scheduling_view import scheduling_fields
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 
@@ -91,7 +92,10 @@ async def running(request: web.Request) -> web.Response:
     entries = []
     for model_id in sorted(state.config.models):
         process_state = state.router.state(model_id)
-        if process_state in (ProcessState.STOPPED, ProcessState.SHUTDOWN):
+        stopped = process_state in (ProcessState.STOPPED, ProcessState.SHUTDOWN)
+        # A stopped model is listed only while it backs off after failed starts.
+        scheduling = scheduling_fields(state.router, model_id)
+        if stopped and scheduling["backoff"] is None:
             continue
         model = state.config.models[model_id]
         entries.append(
@@ -103,6 +107,7 @@ async def running(request: web.Request) -> web.Response:
                 "ttl": model.ttl,
                 "name": model.name,
                 "description": model.description,
+                **scheduling,
             }
         )
     return web.json_response({"running": entries})

@@ -26,6 +26,7 @@ from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.server import activity_routes
 from llamaswap.server.listing import capability_fields
+from llamaswap.server.scheduling_view import scheduling_fields
 from llamaswap.server.state import STATE, AppState
 
 __all__ = ["LogBufferHandler", "add_routes", "format_time", "model_status", "ui_config"]
@@ -231,7 +232,7 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
             "state": state.router.state(model_id).value,
             "unlisted": model.unlisted,
             "peerID": "",
-            **scheduling_fields(state, model_id),
+            **scheduling_fields(state.router, model_id),
         }
         if model.aliases:
             entry["aliases"] = list(model.aliases)
@@ -253,25 +254,6 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
                 }
             )
     return out
-
-
-def scheduling_fields(state: AppState, model_id: str) -> dict[str, Any]:
-    """What the scheduler knows of one model: requests in flight and queued, the learned
-    start→ready seconds, and its crash-loop backoff (None unless it is backing off)."""
-    router = state.router
-    backoff = router.backoff(model_id)
-    return {
-        "inFlight": router.lease_count(model_id),
-        "queued": router.queued(model_id),
-        "loadTimeS": router.load_time(model_id),
-        "backoff": None
-        if backoff is None
-        else {
-            "failures": backoff.failures,
-            "retryInS": round(router.backoff_left(backoff), 1),
-            "lastError": backoff.last_error,
-        },
-    }
 
 
 def ui_config(state: AppState) -> dict[str, Any]:

@@ -26,9 +26,10 @@ Decision tree for each waiting request, re-run whenever anything changes, in que
   5. Its model is STOPPED: in crash-loop backoff → 503. Else ask the policy which running
      models must go. If that collides with another swap (our evictions include its target or
      overlap its evictions, or a model to evict is already stopping) → keep waiting. Under
-     `batch`, a model still in use (leases in flight or requests waiting for it) is not
-     evicted unless it has been ready for `min_resident` and has no waiting requests, or the
-     request is overdue (waited `max_wait`) → keep waiting. Otherwise plan a swap.
+     `batch`, a model still in use (leases in flight or requests waiting for it) that became
+     ready less than `min_resident` ago is not evicted, and one with waiting requests is not
+     evicted unless the request is overdue (waited `max_wait`) → keep waiting. Otherwise
+     plan a swap.
 A planned swap launches (StartSwap) only once no model it evicts holds a lease; until then it
 drains: its evicted models get no new leases, and its waiters return to the queue before every
 re-run (so order holds and a swap nobody waits for any more is dropped). A launched swap
@@ -508,14 +509,17 @@ class Scheduler:
         return True
 
     def _may_evict(self, evict: frozenset[str], waiting: Waiting, now: float) -> bool:
-        """Batch: a model still in use keeps running unless the request is overdue."""
-        if now - waiting.arrived >= self._rules[waiting.model].max_wait:
-            return True
+        """Batch: a model in use keeps running while requests wait for it, unless the request
+        is overdue; and for `min_resident` after it became ready even then, so two overdue
+        models cannot thrash each other's loads."""
+        overdue = now - waiting.arrived >= self._rules[waiting.model].max_wait
         for model in evict:
-            if self.waiting_for(model):
+            waiting_here = self.waiting_for(model)
+            if not (waiting_here or self._lease_count[model]):
+                continue
+            if now - self._ready_at.get(model, now) < self._settings.min_resident:
                 return False
-            fresh = now - self._ready_at.get(model, now) < self._settings.min_resident
-            if self._lease_count[model] and fresh:
+            if waiting_here and not overdue:
                 return False
         return True
 
