@@ -90,6 +90,9 @@ async def test_leases_and_queue_depth_while_a_request_is_held() -> None:
             s = await scrape(session, base)
             assert value(s, "llamaswap_leases", model="a") == 1
             assert value(s, "llamaswap_queue_depth") == 1
+            assert value(s, "llamaswap_model_queued", model="b") == 1
+            assert value(s, "llamaswap_model_load_seconds", model="a") > 0
+            assert ("llamaswap_model_load_seconds", frozenset({("model", "b")})) not in s
             go.set()
             assert await first == 200
             assert await second == 200
@@ -97,6 +100,8 @@ async def test_leases_and_queue_depth_while_a_request_is_held() -> None:
             assert value(s, "llamaswap_queue_depth") == 0
             assert value(s, "llamaswap_leases", model="a") == 0
             assert value(s, "llamaswap_queue_wait_seconds_count") == 2
+            assert value(s, "llamaswap_model_queued", model="b") == 0
+            assert value(s, "llamaswap_model_load_seconds", model="b") > 0
 
 
 async def test_start_failure_is_counted() -> None:
