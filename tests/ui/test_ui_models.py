@@ -4,6 +4,8 @@ the active profile's pins and the profile switcher (`GET /api/profiles`,
 
 from __future__ import annotations
 
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -101,5 +103,34 @@ def test_ui_models_page_shows_peers_selectors_and_switches_profiles(
             select.select_option("")
             expect(page.locator("#pin-list")).to_be_hidden()
             assert server.call("GET", "/api/profiles").json()["active"] is None
+        finally:
+            close(page)
+
+
+def test_ui_models_page_shows_queue_load_time_and_backoff(browser: Any, tmp_path: Path) -> None:
+    crashing = f"{sys.executable} -c \"print('cannot open weights'); raise SystemExit(3)\" ${{PORT}}"
+    config = (
+        "routing:\n  scheduler:\n    backoff: {after: 1, initial: 60s}\n"
+        "models:\n"
+        + fake_model("slow", flags="--startup-delay 4")
+        + f"  broken:\n    cmd: {crashing}\n    proxy: http://127.0.0.1:${{PORT}}\n"
+    )
+    with llamaswap(tmp_path, config) as server:
+        page = open_page(browser, server, "models")
+        try:
+            slow = page.locator('[data-sched="slow"]')
+            expect(slow).to_have_text("0 in flight · 0 queued")
+            waiting = threading.Thread(target=lambda: server.chat("slow"))
+            waiting.start()
+            expect(slow).to_have_text("0 in flight · 1 queued")
+            waiting.join(20)
+            expect(slow).to_contain_text("0 in flight · 0 queued · loads in ~4.")
+            expect(page.locator('[data-backoff="broken"]')).to_be_hidden()
+            assert server.chat("broken").status >= 500
+            backoff = page.locator('[data-backoff="broken"]')
+            expect(backoff).to_be_visible()
+            expect(backoff).to_contain_text("backing off after 1 failed starts")
+            expect(backoff).to_contain_text("exit code 3")
+            shoot(page, tmp_path, "models-backoff", full_page=True)
         finally:
             close(page)

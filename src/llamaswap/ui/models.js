@@ -27,6 +27,19 @@ export function capabilityTags(entry) {
 /** The `meta.llamaswap` block of a `/v1/models` entry ({} when absent). */
 export const metaOf = (entry) => entry?.meta?.llamaswap || {};
 
+/** What the scheduler knows of a model: requests in flight and queued, learned load time. */
+export function schedulingText(m) {
+  const parts = [`${m.inFlight ?? 0} in flight`, `${m.queued ?? 0} queued`];
+  if (m.loadTimeS != null) parts.push(`loads in ~${m.loadTimeS.toFixed(1)} s`);
+  return parts.join(" · ");
+}
+
+/** The crash-loop backoff line, or "" when the model is not backing off. */
+export function backoffText(b) {
+  if (!b) return "";
+  return `backing off after ${b.failures} failed starts; next attempt in ${Math.ceil(b.retryInS)} s. ${b.lastError}`;
+}
+
 export function mount(view, store) {
   const status = el("span", { class: "muted", id: "models-status" });
   const list = el("div", { id: "model-list" });
@@ -49,7 +62,7 @@ export function mount(view, store) {
     profileDesc, list, selectors, pins, peers,
   );
 
-  const cards = new Map(); // id -> {node, dot, stateText, caps}
+  const cards = new Map(); // id -> {node, dot, stateText, caps, sched, backoff}
   const panels = new Map(); // id -> AbortController of an open log panel
   let listing = [];          // the latest /v1/models data
   let profiles = null;       // the latest /api/profiles answer (null: none or unavailable)
@@ -91,6 +104,8 @@ export function mount(view, store) {
     const stateText = el("span", { class: "state" }, m.state);
     const logBox = el("div");
     const caps = el("div", { class: "caps" });
+    const sched = el("div", { class: "muted small sched", "data-sched": m.id }, schedulingText(m));
+    const backoff = el("pre", { class: "backoff", "data-backoff": m.id, hidden: !m.backoff }, backoffText(m.backoff));
     const logButton = el("button", { type: "button", class: "ghost", onclick: () => toggleLogs(m.id, logBox, logButton) }, "Logs");
     const load = el("button", {
       type: "button",
@@ -120,10 +135,12 @@ export function mount(view, store) {
       title ? el("div", {}, title) : null,
       m.description ? el("p", { class: "desc" }, m.description) : null,
       m.aliases?.length ? el("div", { class: "aliases" }, el("span", { class: "muted small" }, "aliases"), m.aliases.map((a) => el("span", { class: "tag", title: "alias" }, a))) : null,
+      sched,
+      backoff,
       caps,
       logBox,
     );
-    cards.set(m.id, { node, dot, stateText, caps });
+    cards.set(m.id, { node, dot, stateText, caps, sched, backoff });
     return node;
   }
 
@@ -265,6 +282,9 @@ export function mount(view, store) {
       c.dot.className = `dot ${m.state}`;
       c.dot.title = m.state;
       c.stateText.textContent = m.state;
+      c.sched.textContent = schedulingText(m);
+      c.backoff.hidden = !m.backoff;
+      c.backoff.textContent = backoffText(m.backoff);
     }
     renderSelectors();
     renderPins();
