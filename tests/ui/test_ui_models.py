@@ -108,7 +108,8 @@ def test_ui_models_page_shows_peers_selectors_and_switches_profiles(
 
 
 def test_ui_models_page_shows_queue_load_time_and_backoff(browser: Any, tmp_path: Path) -> None:
-    crashing = f"{sys.executable} -c \"print('cannot open weights'); raise SystemExit(3)\" ${{PORT}}"
+    script = "print('cannot open weights'); raise SystemExit(3)"
+    crashing = f'{sys.executable} -c "{script}" ${{PORT}}'
     config = (
         "routing:\n  scheduler:\n    backoff: {after: 1, initial: 60s}\n"
         "models:\n"
