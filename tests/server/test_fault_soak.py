@@ -27,6 +27,8 @@ import psutil
 import pytest
 from llamaswap_proc import LlamaswapProcess, fake_model, llamaswap
 
+from llamaswap.server.protocol import HEAD_TIMEOUT_S
+
 SOAK_SECONDS = float(os.environ.get("FAULT_SOAK_SECONDS", "30"))
 CLIENTS = 8
 SLOW_CLIENTS = 50
@@ -191,14 +193,18 @@ async def slow_clients(port: int, deadline: float, tally: Tally) -> None:
             await loop.sock_connect(sock, ("127.0.0.1", port))
             await loop.sock_sendall(sock, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
             socks.append(sock)
-        tally.outcomes["slow connections held"] = len(socks)
-        while time.monotonic() < deadline:
-            await asyncio.sleep(1.0)
-            for sock in socks:
+        tally.outcomes["slow connections opened"] = len(socks)
+        closed: set[int] = set()
+        while time.monotonic() < deadline and len(closed) < len(socks):
+            await asyncio.sleep(1.0)  # the trickle's pace, not a synchronisation
+            for index, sock in enumerate(socks):
+                if index in closed:
+                    continue
                 try:
                     await loop.sock_sendall(sock, b"X")
                 except OSError:
-                    tally.outcomes["slow connections closed by llamaswap"] += 1
+                    closed.add(index)
+        tally.outcomes["slow connections closed by llamaswap"] = len(closed)
     finally:
         for sock in socks:
             sock.close()
@@ -237,3 +243,5 @@ async def test_faults_lose_no_request_and_leak_no_process(
     assert tally.outcomes["ok"] > CLIENTS * 5, tally.outcomes
     assert tally.outcomes["upstreams killed"] >= 3
     assert tally.outcomes["stubborn load+unload"] >= 1
+    if SOAK_SECONDS > HEAD_TIMEOUT_S + 5:
+        assert tally.outcomes["slow connections closed by llamaswap"] == SLOW_CLIENTS
