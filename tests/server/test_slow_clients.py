@@ -50,6 +50,22 @@ async def test_a_request_head_that_trickles_in_is_cut_off(
         writer.close()
 
 
+async def test_a_later_request_head_that_trickles_in_is_cut_off_by_the_keepalive_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(protocol, "KEEPALIVE_TIMEOUT_S", 0.5)
+    async with running_llamaswap(fake_models_yaml(["m"])) as (base, _):
+        url = urlsplit(base)
+        assert url.hostname is not None and url.port is not None
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n")
+        async with asyncio.timeout(DEADLINE):
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await reader.readexactly(2)
+        assert await closed_by_peer(reader)
+        writer.close()
+
+
 async def test_connections_past_the_cap_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(protocol, "MAX_CONNECTIONS", 5)
     async with running_llamaswap(fake_models_yaml(["m"])) as (base, _):

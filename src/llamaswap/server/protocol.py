@@ -14,8 +14,8 @@ status that says what was wrong:
 The limits differ from each other on purpose: aiohttp's `LineTooLong` carries only the
 limit it hit, which tells the request line from a header field.
 
-Slow clients: a connection must deliver its first request head within `HEAD_TIMEOUT_S`
-(aiohttp's keep-alive timeout covers the heads after it), and at most `MAX_CONNECTIONS` are
+Slow clients: a connection must deliver its first request head within `HEAD_TIMEOUT_S`,
+later heads within `KEEPALIVE_TIMEOUT_S` of the previous answer, and at most `MAX_CONNECTIONS` are
 open at once; past that a new connection is closed at once, so a flood of idle sockets
 cannot exhaust file descriptors.
 """
@@ -34,6 +34,7 @@ from llamaswap.server.responses import error_response
 
 __all__ = [
     "HEAD_TIMEOUT_S",
+    "KEEPALIVE_TIMEOUT_S",
     "MAX_CONNECTIONS",
     "MAX_FIELD_SIZE",
     "MAX_HEADERS",
@@ -46,6 +47,7 @@ MAX_LINE_SIZE = 16 * 1024  # request line (method, target, version)
 MAX_FIELD_SIZE = 32 * 1024  # one header field (name and value); big cookies, JWTs
 MAX_HEADERS = 256
 HEAD_TIMEOUT_S = 10.0  # from connect to the end of the first request head
+KEEPALIVE_TIMEOUT_S = 75.0  # idle time between requests on one connection
 MAX_CONNECTIONS = 2048  # open client connections, streams and event followers included
 
 _TOO_MANY_HEADERS = "Too many headers received"
@@ -124,6 +126,9 @@ class Runner(web.AppRunner):
         kwargs.setdefault("max_line_size", MAX_LINE_SIZE)
         kwargs.setdefault("max_field_size", MAX_FIELD_SIZE)
         kwargs.setdefault("max_headers", MAX_HEADERS)
+        # An idle keep-alive connection, or one trickling a later request head, is closed
+        # after this (aiohttp's default is an hour).
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT_S)
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
