@@ -83,9 +83,10 @@ def test_cli_prints_a_valid_draft_2020_12_schema() -> None:
 def test_every_property_has_a_description() -> None:
     schema = config_schema()
     missing = [
-        f"{path}/properties/{key}"
+        f"{path}/{kind}/{key}"
         for path, node in _objects(schema)
-        for key, prop in node["properties"].items()
+        for kind in ("properties", "patternProperties")
+        for key, prop in node.get(kind, {}).items()
         if not (isinstance(prop, dict) and str(prop.get("description", "")).strip())
     ]
     assert missing == []
@@ -101,7 +102,8 @@ def test_description_table_names_only_real_properties() -> None:
     schema = config_schema()
     for name, table in DESCRIPTIONS.items():
         node = schema if name == "Config" else schema["$defs"][name]
-        assert set(table) <= set(node["properties"]), name
+        known = set(node["properties"]) | {k.strip("^$") for k in node.get("patternProperties", {})}
+        assert set(table) <= known, name
 
 
 def test_defaults_are_shown() -> None:
@@ -112,6 +114,14 @@ def test_defaults_are_shown() -> None:
     assert model["aliases"]["default"] == []  # a default_factory, which pydantic leaves out
     assert schema["$defs"]["SchedulerConfig"]["properties"]["policy"]["default"] == "batch"
     assert schema["$defs"]["GroupConfig"]["properties"]["swap"]["default"] is True
+
+
+def test_ignored_keys_are_valid_but_not_offered(validator: Draft202012Validator) -> None:
+    schema = config_schema()
+    assert "id" not in schema["$defs"]["ModelConfig"]["properties"]
+    assert _errors(validator, "models: {a: {cmd: s, id: other}}") == []
+    assert _errors(validator, "models: {a: {cmd: s, id: [1]}}")
+    assert schema["properties"]["logRequests"]["deprecated"] is True
 
 
 def test_objects_are_closed_but_the_top_level_stays_open() -> None:

@@ -309,6 +309,10 @@ REQUIRED: dict[str, list[str]] = {
     "SelectorConfig": ["strategy", "targets"],
     "ProfileConfig": ["pins"],
 }
+# Keys accepted but not worth offering: valid through `patternProperties`, which editors do
+# not complete; and keys that still load but do nothing (shown struck through).
+HIDDEN: dict[str, set[str]] = {"ModelConfig": {"id"}}
+DEPRECATED: dict[str, set[str]] = {"Config": {"logRequests"}}
 
 
 def editor_schema() -> dict[str, Any]:
@@ -374,9 +378,13 @@ def _finish_object(
                 meta["default"] = default
         if key in described:
             meta["description"] = described[key]
+        if key in DEPRECATED.get(name, ()):
+            meta["deprecated"] = True
         new = {**_nullable(_with_macros(copy.deepcopy(shape))), **meta}
         node["properties"][key] = new
-        if field is not None:
+        if key in HIDDEN.get(name, ()):
+            others[key] = node["properties"].pop(key)
+        elif field is not None:
             # By reference: the same value, without a second copy in every editor's list.
             where = "#" if name == _ROOT else f"#/$defs/{name}"
             same = {"$ref": f"{where}/properties/{key}", "description": f"Same as `{key}`."}
