@@ -305,6 +305,9 @@ def test_another_spelling_is_type_checked(validator: Draft202012Validator) -> No
         ("models: {a: }", True),  # every line of the body commented out
         ("routing: ", True),
         ('models: {a: {cmd: "s", ttl: soon}}', False),
+        # Go's decoder: a scalar in a text field is its text, a float in an int is truncated.
+        ("models: {a: {cmd: s, name: 2024, aliases: [123], ttl: 30.5}}", True),
+        ("models: {a: {cmd: s, name: [x]}}", False),
         ('models: {a: {cmd: "s", maxWait: 1m30s}}', True),
         ('models: {a: {cmd: "s", maxWait: 90}}', True),
         ('models: {a: {cmd: "s", maxWait: soon}}', False),

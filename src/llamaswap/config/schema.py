@@ -13,7 +13,8 @@ it describe the file as a user writes it:
   valid through `patternProperties`, which editors do not offer for completion;
 * `key: null` (or an empty `key:`) is valid everywhere: it means "not set";
 * a number, boolean or choice may be written as a macro (`ttl: ${TTL}`), since macros and
-  `${env.NAME}` are replaced before values are type-checked;
+  `${env.NAME}` are replaced before values are type-checked; text may be any scalar and a
+  whole number any number, as llama-swap reads them (`name: 2024`, `ttl: 30.5`);
 * keys read from the raw tree before the typed decode are added: top-level `groups` and
   `matrix` (legacy spellings of `routing.router.settings`) and a model's `macros`.
 """
@@ -380,7 +381,7 @@ def _finish_object(
             meta["description"] = described[key]
         if key in DEPRECATED.get(name, ()):
             meta["deprecated"] = True
-        new = {**_nullable(_with_macros(copy.deepcopy(shape))), **meta}
+        new = {**_nullable(_as_written(copy.deepcopy(shape))), **meta}
         node["properties"][key] = new
         if key in HIDDEN.get(name, ()):
             others[key] = node["properties"].pop(key)
@@ -422,17 +423,26 @@ def _factory_default(field: tuple[str, Any]) -> Any:
     return value if isinstance(value, list | dict) else None
 
 
-def _with_macros(node: dict[str, Any]) -> dict[str, Any]:
-    """Let every number, boolean and choice inside `node` be written as `${NAME}` too."""
+def _as_written(node: dict[str, Any], in_union: bool = False) -> dict[str, Any]:
+    """`node` widened to what may be written for it (a union's branches are left as they are):
+
+    * a number, boolean or choice may be a macro, `${NAME}`;
+    * plain text may be any scalar, which llama-swap reads as its text (`name: 2024`), and a
+      whole number any number, which it truncates (`ttl: 30.5`), as Go's yaml.v3 decodes them.
+    """
     if "$ref" in node:
         return node
     if "anyOf" in node:
-        node["anyOf"] = [_with_macros(b) for b in node["anyOf"]]
+        node["anyOf"] = [_as_written(b, in_union=True) for b in node["anyOf"]]
         return node
     if isinstance(node.get("items"), dict):
-        node["items"] = _with_macros(node["items"])
+        node["items"] = _as_written(node["items"])
     if isinstance(node.get("additionalProperties"), dict):
-        node["additionalProperties"] = _with_macros(node["additionalProperties"])
+        node["additionalProperties"] = _as_written(node["additionalProperties"])
+    if not in_union and node.get("type") == "string" and node.keys() == {"type"}:
+        node["type"] = ["string", "number", "boolean"]
+    if not in_union and node.get("type") == "integer":
+        node["type"] = "number"
     if "enum" in node or "const" in node or node.get("type") in ("integer", "number", "boolean"):
         return {"anyOf": [node, _MACRO_REF]}
     return node
