@@ -20,6 +20,7 @@ from llamaswap.config.model import Config
 from llamaswap.errors import ConfigError, StoreError
 from llamaswap.observe.activity import reuse_or_open
 from llamaswap.observe.events import EventBus
+from llamaswap.observe.load_time_store import LoadTimeFile
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.router import Router
 from llamaswap.server import profiles
@@ -135,6 +136,7 @@ class Server:
         self._state: AppState | None = None
         self._runner: web.AppRunner | None = None
         self._mirror: asyncio.Task[None] | None = None
+        self._load_times: LoadTimeFile | None = None
 
     @property
     def state(self) -> AppState:
@@ -189,7 +191,15 @@ class Server:
         self._preload(config, router)
 
     async def _new_router(self, config: Config) -> Router:
-        router = Router(config, events=self.events, upstream_log=self.upstream_log)
+        # Learned load times live beside the activity rows when the store is a file.
+        self._load_times = LoadTimeFile(config.store.path)
+        router = Router(
+            config,
+            events=self.events,
+            upstream_log=self.upstream_log,
+            load_times=self._load_times.read(),
+            on_load_time=self._load_times.save,
+        )
         await router.__aenter__()
         return router
 
@@ -254,6 +264,8 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()  # stops accepting, then the app's cleanup stops models
             self._runner = None
+        if self._load_times is not None:
+            self._load_times.close()
 
 
 def _config_stamp(options: ServeOptions) -> tuple[tuple[str, float, int], ...]:
