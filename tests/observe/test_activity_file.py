@@ -213,6 +213,24 @@ def test_a_goose_file_whose_migration_stopped_at_version_0_is_completed(tmp_path
     assert goose_versions(path) == [0, 1]
 
 
+def test_llamaswaps_load_time_table_beside_the_rows_is_kept(go_file: Path, tmp_path: Path) -> None:
+    """The learned load times (observe.load_time_store) share the file with the rows."""
+    lone = tmp_path / "lone.db"
+    for path in (go_file, lone):
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            db.executescript(
+                "CREATE TABLE llamaswap_load_times (model TEXT PRIMARY KEY, seconds REAL NOT NULL,"
+                " samples INTEGER NOT NULL, updated REAL NOT NULL);"
+                "INSERT INTO llamaswap_load_times VALUES ('m1', 2.5, 3, 0);"
+            )
+        ActivityStore(str(path)).close()
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            assert db.execute("SELECT model FROM llamaswap_load_times").fetchall() == [("m1",)]
+        assert [n for _, n, _ in schema(path) if n != "llamaswap_load_times"] == [
+            n for _, n, _ in schema(FIXTURE)
+        ]
+
+
 # ---- unusable files: StoreError naming the file and the fault ------------------------------
 
 

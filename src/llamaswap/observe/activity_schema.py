@@ -5,8 +5,9 @@ exactly what llama-swap's migrations make: goose's `goose_db_version` table (row
 goose's baseline, and 1, `00001_create_activity.sql`) and the `activity` table with its two
 indexes. `prepare` brings an opened database to that shape:
 
-1. no tables (a new or empty file, or memory): create goose's table and rows, then the activity
-   table and indexes, in one transaction, as llama-swap's first start does;
+1. no tables (a new or empty file, or memory; llamaswap's side tables do not count): create
+   goose's table and rows, then the activity table and indexes, in one transaction, as
+   llama-swap's first start does;
 2. goose's table present (a file either program made): the activity table must have every
    column we read and write (a newer llama-swap may have added more: rows are written by
    column name); version 0 alone, a migration cut short, gets version 1 applied;
@@ -81,6 +82,9 @@ ACTIVITY_COLUMNS = (
 # llamaswap's own schema before this one differed only in two names (and `ts` was REAL).
 _OLD_NAMES = {"ts_created": "ts", "model_id": "model"}
 _OLD_TABLE = "activity_before_llama_swap_schema"
+# Tables llamaswap keeps beside the activity rows (observe.load_time_store); llama-swap
+# ignores them, and they alone do not make a file "another program's database".
+_OWN_TABLES = frozenset({"llamaswap_load_times"})
 
 
 def open_database(path: str | None) -> sqlite3.Connection:
@@ -117,7 +121,7 @@ def prepare(db: sqlite3.Connection, label: str) -> None:
     tables = {
         name
         for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-        if not name.startswith("sqlite_")
+        if not name.startswith("sqlite_") and name not in _OWN_TABLES
     }
     if not tables:  # 1.
         _in_transaction(db, lambda: _create(db))
