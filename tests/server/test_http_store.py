@@ -328,3 +328,14 @@ def test_llama_swap_starts_on_and_reads_a_file_llamaswap_wrote(tmp_path: Path) -
         rows = activity(server)
         assert [r["id"] for r in rows] == [1, 2, 3]
         assert rows[2]["model"] == "m1" and rows[2]["tokens"]["input_tokens"] == 25
+
+
+def test_llamaswap_and_llama_swap_record_into_one_file_at_once(tmp_path: Path) -> None:
+    binary = llama_swap_binary()
+    path = tmp_path / "shared.db"
+    with llamaswap(tmp_path, store_config(path)) as ours, llama_swap(binary, tmp_path, path) as go:
+        for server in (ours, go, ours, go):
+            assert server.chat("m1").status == 200
+        # Each sees all four rows, numbered by SQLite: none was overwritten.
+        assert wait_until_sync(lambda: len(activity(ours)) == len(activity(go)) == 4, 5.0)
+        assert [r["id"] for r in activity(ours)] == [r["id"] for r in activity(go)] == [1, 2, 3, 4]
