@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from llamaswap import __version__
-from llamaswap.errors import ConfigError, format_problems
+from llamaswap.errors import ConfigError, StoreError, format_problems
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -145,6 +145,9 @@ def serve(
         run(options)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
+        sys.exit(1)
+    except StoreError as exc:
+        click.echo(f"llamaswap: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
         click.echo(f"llamaswap: {exc}", err=True)

@@ -17,7 +17,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from llamaswap.config.load import load_config
 from llamaswap.config.model import Config
-from llamaswap.errors import ConfigError
+from llamaswap.errors import ConfigError, StoreError
+from llamaswap.observe.activity import reuse_or_open
 from llamaswap.observe.events import EventBus
 from llamaswap.observe.load_time_store import LoadTimeFile
 from llamaswap.observe.logbuffer import LogBuffer
@@ -27,7 +28,7 @@ from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.protocol import Runner
-from llamaswap.server.state import AppState
+from llamaswap.server.state import AppState, open_store
 
 log = logging.getLogger("llamaswap")
 
@@ -150,8 +151,9 @@ class Server:
         """Start the first config's router, then listen."""
         configure_logging(config)
         report_findings(config)
+        store = open_store(config)  # an unusable store file stops the start before anything runs
         router = await self._new_router(config)
-        self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
+        self._state = AppState(config, router, ApiKeyChecker(config.api_keys), store=store)
         self._runner = Runner(
             build_app(self._state),
             handler_cancellation=True,
@@ -232,16 +234,19 @@ class Server:
         keep running with their in-flight requests; a changed or removed model's process is
         stopped once its requests are done, and a changed one starts afresh on demand.
         """
+        assert self._state is not None
         try:
             config = self.load()
-        except ConfigError as exc:
+            store = reuse_or_open(
+                self._state.activity, config.store.path, config.metrics_max_in_memory
+            )
+        except (ConfigError, StoreError) as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return
-        assert self._state is not None
         configure_logging(config)
         report_findings(config)
         router = await self._state.router.hand_over(config)
-        self._state.reconfigure_observe(config)
+        self._state.reconfigure_observe(config, store)
         self._state.config = config
         self._state.router = router
         self._state.keys = ApiKeyChecker(config.api_keys)
