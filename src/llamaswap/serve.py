@@ -29,6 +29,7 @@ from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.protocol import Runner
 from llamaswap.server.state import AppState, open_store
+from llamaswap.swap.load_times import LoadTime
 
 log = logging.getLogger("llamaswap")
 
@@ -198,10 +199,23 @@ class Server:
             events=self.events,
             upstream_log=self.upstream_log,
             load_times=self._load_times.read(),
-            on_load_time=self._load_times.save,
+            on_load_time=self._save_load_time,
         )
         await router.__aenter__()
         return router
+
+    def _save_load_time(self, model: str, learned: LoadTime) -> None:
+        if self._load_times is not None:
+            self._load_times.save(model, learned)
+
+    def _follow_store(self, config: Config) -> None:
+        """After a reload that moved `store.path`, learned load times go to the new file."""
+        wanted = LoadTimeFile(config.store.path)
+        if self._load_times is not None and self._load_times.path == wanted.path:
+            return
+        if self._load_times is not None:
+            self._load_times.close()
+        self._load_times = wanted
 
     def _preload(self, config: Config, router: Router) -> None:
         async def preload(model: str) -> None:
@@ -247,6 +261,7 @@ class Server:
         report_findings(config)
         router = await self._state.router.hand_over(config)
         self._state.reconfigure_observe(config, store)
+        self._follow_store(config)
         self._state.config = config
         self._state.router = router
         self._state.keys = ApiKeyChecker(config.api_keys)

@@ -148,8 +148,12 @@ class LlamaswapProcess:
         argv = [sys.executable, "-m", "llamaswap", f"{dash}config", str(self.config_path)]
         argv += [f"{dash}listen", self.listen_format.format(port=self.port), *self.extra_args]
         with self.log_path.open("wb") as log:
+            # `preexec` only sets resource limits (async-signal-safe); it is None normally.
             self.proc = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec,  # noqa: PLW1509
             )
         if not wait_until_sync(self._healthy, START_TIMEOUT):
             self.proc.kill()
