@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from llamaswap_proc import LlamaswapProcess, fake_model, llamaswap
 
-from helpers import install_fake_gpus, wait_until_sync
+from helpers import install_fake_gpus, tiny_gguf, wait_until_sync
 from llamaswap.testing import fake_gpu
 
 GIB_MIB = 1024
@@ -129,3 +129,22 @@ def test_detected_devices_and_a_model_that_can_never_fit(
         env = server.call("GET", "/upstream/fits/env").text.splitlines()
         assert "CUDA_VISIBLE_DEVICES=0" in env
         assert "placing models on detected devices: gpu0 24GiB" in server.log()
+
+
+def test_models_without_resources_are_placed_by_their_gguf_estimate(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 8 * GIB_MIB)])
+    models = ""
+    for name in ("e1", "e2", "e3"):
+        gguf = tiny_gguf(tmp_path / f"{name}.gguf", 3 * 1024**3)  # ~3 GiB estimated each
+        models += fake_model(name, flags=f"--model {gguf}")
+    with llamaswap(
+        run_dir(tmp_path), "devices: {gpu0: {memory: 8GiB}}\nmodels:\n" + models
+    ) as server:
+        chat_pid(server, "e1")
+        chat_pid(server, "e2")
+        assert ready_models(server) == ["e1", "e2"]  # 3 + 3 GiB fit in 8
+        chat_pid(server, "e3")  # 9 GiB would not: one goes
+        assert len(ready_models(server)) == 2 and "e3" in ready_models(server)
+        assert "e1: estimated 3.001GiB from" in server.log()
