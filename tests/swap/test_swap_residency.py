@@ -5,7 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from swap_harness import Group, Harness, grants, group_policy, only_swap, rejects, swaps
+from swap_harness import (
+    Group,
+    Harness,
+    grants,
+    group_policy,
+    only_swap,
+    rejects,
+    stops,
+    swaps,
+)
 
 from llamaswap.swap.placement import Need
 from llamaswap.swap.residency import Residency
@@ -147,3 +156,101 @@ def test_a_reload_keeps_the_placement_of_an_adopted_model() -> None:
     h.scheduler.adopt_ready("a", [], 0.0, (("gpu0",), {"gpu0": 20 * G}))
     assert h.scheduler.devices_of("a") == ("gpu0",)
     assert only_swap(h.request(1, "b")).evict == frozenset({"a"})  # 20 + 10 > 24
+
+
+# ---- the sleep tier ----------------------------------------------------------------------
+
+
+def sleepy(host_memory: int | None = None, sleepers: tuple[str, ...] = ("a",)) -> Harness:
+    """a, b, c, d need 10 GiB each on one 24 GiB device; `sleepers` can sleep (holding 10 GiB
+    of host memory then)."""
+    needs = {m: Need(10 * G) for m in ("a", "b", "c", "d")}
+    residency = Residency(needs, ONE, dict.fromkeys(sleepers, 10 * G), host_memory)
+    return Harness(group_policy(default=Group(tuple(needs))), tuple(needs), residency)
+
+
+def test_an_evicted_model_that_can_sleep_is_put_to_sleep_and_woken_where_it_slept() -> None:
+    h = sleepy()
+    start(h, "a", 1, load_time=30.0)  # slow to load, but it wakes fast: cheapest to evict
+    start(h, "b", 2, load_time=30.0)
+    swap = only_swap(h.request(3, "c"))
+    assert (swap.evict, swap.sleep, swap.wake) == (frozenset({"a"}), frozenset({"a"}), False)
+    h.swap_done(swap.swap_id)
+    h.served(3)
+    assert h.phase("a") is Phase.ASLEEP
+    wake = only_swap(h.request(4, "a"))
+    assert wake.wake and len(wake.evict) == 1 and wake.sleep == frozenset()
+    assert 4 in grants(h.swap_done(wake.swap_id, load_time=0.2))
+    assert h.scheduler.devices_of("a") == ("gpu0",)
+    assert h.scheduler.load_time("a").seconds == 30.0  # type: ignore[union-attr]
+
+
+def test_sleeping_models_are_stopped_when_host_memory_runs_short() -> None:
+    h = sleepy(host_memory=15 * G, sleepers=("a", "b"))  # host memory holds one sleeper
+    start(h, "a", 1)
+    start(h, "b", 2)
+    first = only_swap(
+        h.request(
+            3,
+            "c",
+        ),
+    )
+    h.swap_done(first.swap_id, load_time=60.0)  # c: dear to evict
+    h.served(3)
+    (asleep,) = first.sleep
+    awake = ({"a", "b"} - {asleep}).pop()
+    swap = only_swap(h.request(4, "d"))
+    # The awake sleeper goes to sleep; the sleeping one is stopped to make room for it.
+    assert swap.evict == frozenset({awake, asleep}) and swap.sleep == frozenset({awake})
+    h.swap_done(swap.swap_id)
+    assert h.phase(awake) is Phase.ASLEEP and h.phase(asleep) is Phase.STOPPED
+    assert h.phase("c") is Phase.READY
+
+
+def test_a_model_whose_sleep_would_never_fit_in_host_memory_is_stopped() -> None:
+    h = sleepy(host_memory=5 * G)
+    start(h, "a", 1, load_time=30.0)
+    start(h, "b", 2, load_time=1.0)
+    swap = only_swap(h.request(3, "c"))
+    assert swap.sleep == frozenset()
+    h.swap_done(swap.swap_id)
+    assert h.phase(next(iter(swap.evict))) is Phase.STOPPED
+
+
+def test_a_model_that_failed_to_fall_asleep_is_stopped() -> None:
+    h = sleepy()
+    start(h, "a", 1, load_time=30.0)
+    start(h, "b", 2, load_time=30.0)
+    swap = only_swap(h.request(3, "c"))
+    h.scheduler.on_swap_done(swap.swap_id, None, h.now, None, slept=())
+    assert h.phase("a") is Phase.STOPPED
+
+
+def a_asleep() -> Harness:
+    """a and b loaded (slow to load), then c put a to sleep."""
+    h = sleepy()
+    start(h, "a", 1, load_time=30.0)
+    start(h, "b", 2, load_time=30.0)
+    h.swap_done(only_swap(h.request(3, "c")).swap_id)
+    h.served(3)
+    assert h.phase("a") is Phase.ASLEEP
+    return h
+
+
+def test_a_sleeping_model_that_exits_is_stopped() -> None:
+    h = a_asleep()
+    h.exited("a")
+    assert h.phase("a") is Phase.STOPPED
+    assert only_swap(h.request(4, "a")).wake is False  # started afresh
+
+
+def test_unload_stops_sleeping_models() -> None:
+    h = a_asleep()
+    assert "a" in stops(h.unload())[0].models
+
+
+def test_a_failed_wake_leaves_the_model_stopped() -> None:
+    h = a_asleep()
+    wake = only_swap(h.request(4, "a"))
+    assert rejects(h.swap_done(wake.swap_id, "wake failed"))[4].status == 500
+    assert h.phase("a") is Phase.STOPPED

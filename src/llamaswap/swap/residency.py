@@ -13,6 +13,11 @@ what the scheduler acts on:
 3. `Wait` → `Placed` with the set it would evict once the leased blockers are released; the
    scheduler's drain keeps them running until their leases end (never stopped while leased).
 4. `NeverFits` → `Refused`: a message naming the model, its need and the capacity.
+
+Sleep tier: a model with a sleep config that placement evicts is put to sleep instead of
+stopped while host memory holds it (`sleep_plan`: `host_plan` picks the cheapest sleeping
+models to stop for room; if it can never fit, the model is stopped). A sleeping model holds
+no device memory; waking it needs its memory back on the very devices it sleeps on.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from llamaswap.config.sizes import format_size
-from llamaswap.swap.memory import resident_usage
+from llamaswap.swap.memory import Sleeper, host_plan, resident_usage
 from llamaswap.swap.placement import Fit, Need, NeverFits, Resident, Wait, place
 
 __all__ = ["Placed", "Refused", "Residency", "usage_on"]
@@ -36,6 +41,11 @@ class Placed:
     evict: frozenset[str] = frozenset()
     # True when only leased models stood in the way (they are stopped once released).
     waits: bool = False
+    # Of `evict`, the models put to sleep rather than stopped.
+    sleep: frozenset[str] = frozenset()
+    # Sleeping models stopped to make room in host memory (not in `evict`: they hold no
+    # device memory).
+    stop_asleep: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -66,9 +76,19 @@ def _capacity_text(capacity: Mapping[str, int]) -> str:
 class Residency:
     """See the module docstring. `needs`: the models placed by memory and what they need."""
 
-    def __init__(self, needs: Mapping[str, Need], capacity: Mapping[str, int] | None = None):
+    def __init__(
+        self,
+        needs: Mapping[str, Need],
+        capacity: Mapping[str, int] | None = None,
+        sleepers: Mapping[str, int] | None = None,
+        host_memory: int | None = None,
+    ):
+        """`sleepers`: models that can sleep -> host bytes they hold asleep; `host_memory`:
+        the host RAM sleeping models may hold (None: no limit)."""
         self._needs = dict(needs)
         self._capacity: dict[str, int] = dict(capacity or {})
+        self._sleepers = {m: b for m, b in (sleepers or {}).items() if m in self._needs}
+        self._host_memory = host_memory
         self._placed: dict[str, tuple[str, ...]] = {}
         self._usage: dict[str, dict[str, int]] = {}
 
@@ -86,6 +106,9 @@ class Residency:
 
     def need(self, model: str) -> Need | None:
         return self._needs.get(model)
+
+    def can_sleep(self, model: str) -> bool:
+        return self.places(model) and model in self._sleepers
 
     def devices(self, model: str) -> tuple[str, ...] | None:
         """The devices `model` was last placed on (None: never placed)."""
@@ -127,12 +150,18 @@ class Residency:
         running: Collection[str],
         leased: Collection[str],
         cost: Callable[[str], float],
+        asleep: Collection[str] = (),
+        stop_cost: Callable[[str], float] | None = None,
     ) -> Placed | Refused | None:
         """Where `target` (not running) goes among the `running` models (see the module
-        docstring); `leased`: models that may not be stopped now; `cost`: of evicting one."""
+        docstring); `leased`: models that may not be stopped now; `cost`: of evicting one
+        (of putting it to sleep, for one that can); `asleep`: the sleeping models (a sleeping
+        target is woken where it sleeps); `stop_cost`: of stopping a sleeping model."""
         if not self.places(target):
             return None
         need = self._needs[target]
+        if target in asleep:
+            need = Need(self.usage(target))  # its memory back, on the devices it sleeps on
         residents = [
             Resident(m, self.usage(m), m in leased, cost(m))
             for m in sorted(running)
@@ -146,4 +175,36 @@ class Residency:
             )
         fit: Fit = decision.then if isinstance(decision, Wait) else decision
         usage = usage_on(need, fit.devices)
-        return Placed(fit.devices, usage, frozenset(fit.evict), isinstance(decision, Wait))
+        sleep, stop = self.sleep_plan(
+            fit.evict, [m for m in asleep if m != target], stop_cost or cost
+        )
+        return Placed(
+            fit.devices, usage, frozenset(fit.evict), isinstance(decision, Wait), sleep, stop
+        )
+
+    def sleep_plan(
+        self, evict: Collection[str], asleep: Collection[str], stop_cost: Callable[[str], float]
+    ) -> tuple[frozenset[str], frozenset[str]]:
+        """Of `evict`, the models put to sleep, and the sleeping models (`asleep`) stopped to
+        make room for them in host memory. The dearest to stop go to sleep first; one that
+        could never fit in host memory is stopped."""
+        holding = {m: self._sleepers.get(m, 0) for m in asleep}
+        sleep: set[str] = set()
+        stop: set[str] = set()
+        for model in sorted(evict, key=lambda m: (-stop_cost(m), m)):
+            host = self._sleepers.get(model)
+            if host is None:
+                continue
+            sleepers = [Sleeper(m, b, stop_cost(m)) for m, b in sorted(holding.items())]
+            plan = host_plan(self._host_memory, sleepers, host)
+            if plan is None:
+                continue
+            for m in plan:
+                del holding[m]
+                if m in sleep:
+                    sleep.discard(m)  # put to sleep just now, stopped after all
+                else:
+                    stop.add(m)
+            holding[model] = host
+            sleep.add(model)
+        return frozenset(sleep), frozenset(stop)

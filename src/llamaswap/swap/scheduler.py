@@ -6,7 +6,8 @@ registering its lease happen in the same call, no swap can slip between "the mod
 and "the request is forwarded": a model holding a lease is never stopped by a swap.
 
 Per model the scheduler tracks a phase: STOPPED, STARTING (the target of a launched swap),
-READY, STOPPING (evicted by a launched swap, or stopped for TTL/unload).
+READY, STOPPING (evicted by a launched swap, or stopped for TTL/unload), ASLEEP (put to sleep
+by a swap: process running, device memory freed; a request for it plans a swap that wakes it).
 
 Admission (on arrival): a model in crash-loop backoff → 503 at once. `Admission.LIMIT`
 (llama-swap's `concurrencyLimit`): every admitted request counts until it is served and the
@@ -35,6 +36,8 @@ group policy evicts among the models *not* placed by memory (they hold unknown m
 leased models in the way → the swap is planned with them and drains like any other (they are
 stopped once their leases end, never before). It can never fit → 503 naming need and capacity.
 The swap carries the chosen devices; `devices_of` tells them to whoever starts the process.
+Evicted models with a sleep config are put to sleep rather than stopped while host memory
+holds them (sleeping models are stopped for room, cheapest first); see `swap.residency`.
 A planned swap launches (StartSwap) only once no model it evicts holds a lease; until then it
 drains: its evicted models get no new leases, and its waiters return to the queue before every
 re-run (so order holds and a swap nobody waits for any more is dropped). A launched swap
@@ -65,7 +68,9 @@ from llamaswap.swap.policy import EvictionPolicy
 from llamaswap.swap.residency import Placed, Refused, Residency
 from llamaswap.swap.rules import Admission, ModelRules, Policy, SchedulerSettings
 
-__all__ = ["BackoffState", "ModelRules", "Phase", "Scheduler"]
+__all__ = ["DEFAULT_WAKE_TIME_S", "BackoffState", "ModelRules", "Phase", "Scheduler"]
+
+DEFAULT_WAKE_TIME_S = 1.0  # a guess of a wake's duration until one was seen
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class _Swap:
     abandoned: bool = False
     # Where placement by memory puts the target (None: not placed by memory).
     placed: Placed | None = None
+    # Evicted models put to sleep instead of stopped; the target is woken, not started.
+    sleep: frozenset[str] = frozenset()
+    wake: bool = False
 
     @property
     def closed(self) -> bool:
@@ -114,6 +122,7 @@ class Scheduler:
         self._policy = policy
         self._settings = settings or SchedulerSettings()
         self._load_times = LoadTimes(self._settings.load_time_weight, load_times)
+        self._wake_times = LoadTimes(self._settings.load_time_weight)
         self._phase: dict[str, Phase] = dict.fromkeys(self._rules, Phase.STOPPED)
         self._leases: dict[int, str] = {}
         self._lease_count: dict[str, int] = dict.fromkeys(self._rules, 0)
@@ -196,7 +205,11 @@ class Scheduler:
         return self._residency.capacity
 
     def active_swaps(self) -> list[StartSwap]:
-        return [StartSwap(s.swap_id, s.target, s.evict) for s in self._swaps.values()]
+        return [self._effect(s) for s in self._swaps.values()]
+
+    @staticmethod
+    def _effect(swap: _Swap) -> StartSwap:
+        return StartSwap(swap.swap_id, swap.target, swap.evict, swap.sleep, swap.wake)
 
     def next_deadline(self) -> float | None:
         """The earliest future time at which `on_tick` may change something: a ttl expiry, or
@@ -285,20 +298,30 @@ class Scheduler:
         return effects
 
     def on_swap_done(
-        self, swap_id: int, error: str | None, now: float, load_time: float | None = None
+        self,
+        swap_id: int,
+        error: str | None,
+        now: float,
+        load_time: float | None = None,
+        slept: Collection[str] | None = None,
     ) -> list[Effect]:
-        """A launched swap finished: evicted models are stopped; the target is ready or failed.
-        `load_time`: how long the target took from start to ready, when it was started."""
+        """A launched swap finished: evicted models are stopped (those in `slept` are asleep;
+        default: every one it asked to sleep); the target is ready or failed. `load_time`: how
+        long the target took from start (or wake) to ready."""
         self._now = now
         swap = self._swaps.pop(swap_id, None)
         if swap is None:
             return []
         effects: list[Effect] = []
+        asleep = swap.sleep if slept is None else frozenset(slept) & swap.sleep
         for model in swap.evict:
-            self._phase[model] = Phase.STOPPED
+            self._phase[model] = Phase.ASLEEP if model in asleep else Phase.STOPPED
             self._ready_at.pop(model, None)
         target = swap.target
         if error is None:
+            if swap.wake and load_time is not None:
+                self._wake_times.observe(target, load_time)
+                load_time = None  # a wake says nothing of how long a start takes
             self._started(target, now, load_time, fresh=not swap.refresh)
             for waiting in swap.waiters:
                 del self._swap_of_waiter[waiting.request_id]
@@ -369,9 +392,10 @@ class Scheduler:
         return self._drain(now)
 
     def on_exited(self, model: str, now: float) -> list[Effect]:
-        """A ready model's process exited on its own (a crash). It will be started on demand."""
+        """A ready (or sleeping) model's process exited on its own (a crash). It will be
+        started on demand."""
         self._now = now
-        if self._phase.get(model) is Phase.READY:
+        if self._phase.get(model) in (Phase.READY, Phase.ASLEEP):
             self._phase[model] = Phase.STOPPED
             self._ready_at.pop(model, None)
         return self._drain(now)
@@ -400,7 +424,8 @@ class Scheduler:
                 del self._swaps[swap.swap_id]
         effects.extend(
             self._stop_now(
-                sorted(m for m in targets if self._phase[m] is Phase.READY), StopReason.UNLOAD
+                sorted(m for m in targets if self._phase[m] in (Phase.READY, Phase.ASLEEP)),
+                StopReason.UNLOAD,
             )
         )
         effects.extend(self._drain(now))
@@ -490,7 +515,7 @@ class Scheduler:
                     self._phase[model] = Phase.STOPPING
                 if not swap.refresh:
                     self._phase[swap.target] = Phase.STARTING
-                effects.append(StartSwap(swap.swap_id, swap.target, swap.evict))
+                effects.append(self._effect(swap))
         return effects
 
     def _ordered(self, now: float) -> list[Waiting]:
@@ -566,17 +591,24 @@ class Scheduler:
         busy = {m for m, n in self._lease_count.items() if n}
         busy.update(s.target for s in self._swaps.values())
         busy.update(m for m, p in self._phase.items() if p is Phase.STARTING)
+        asleep = [m for m, p in self._phase.items() if p is Phase.ASLEEP]
 
-        def cost(m: str) -> float:
+        def stop_cost(m: str) -> float:
             load = self._load_times.seconds(m, self._settings.default_load_time)
             return eviction_cost(load, now - self._idle_since.get(m, now))
 
-        decision = self._residency.decide(model, placed_here, busy, cost)
+        def cost(m: str) -> float:  # of making room: a model that can sleep comes back fast
+            if not self._residency.can_sleep(m):
+                return stop_cost(m)
+            wake = self._wake_times.seconds(m, DEFAULT_WAKE_TIME_S)
+            return eviction_cost(wake, now - self._idle_since.get(m, now))
+
+        decision = self._residency.decide(model, placed_here, busy, cost, asleep, stop_cost)
         if isinstance(decision, Refused):
             return decision
         assert decision is not None  # places(model) holds
         # Models not placed by memory hold unknown memory: the group policy decides for them.
-        return decision.evict | others, decision
+        return decision.evict | decision.stop_asleep | others, decision
 
     def _plan(
         self,
@@ -594,7 +626,14 @@ class Scheduler:
         if self._settings.policy is Policy.BATCH and not self._may_evict(evict, waiting, now):
             return False
         swap = _Swap(
-            next(self._swap_ids), waiting.model, evict, [waiting], refresh=refresh, placed=placed
+            next(self._swap_ids),
+            waiting.model,
+            evict,
+            [waiting],
+            refresh=refresh,
+            placed=placed,
+            sleep=placed.sleep if placed is not None else frozenset(),
+            wake=self._phase[waiting.model] is Phase.ASLEEP,
         )
         if placed is not None:
             # Counted where it goes from now on, so later plans in this pass see it there.
@@ -617,7 +656,7 @@ class Scheduler:
 
     def _running(self) -> frozenset[str]:
         """Models that occupy resources now or soon: not stopped, or targeted by a swap."""
-        busy = {m for m, p in self._phase.items() if p is not Phase.STOPPED}
+        busy = {m for m, p in self._phase.items() if p not in (Phase.STOPPED, Phase.ASLEEP)}
         busy.update(s.target for s in self._swaps.values())
         return frozenset(busy)
 
