@@ -28,6 +28,7 @@ from llamaswap.observe.gpu_usage import check_declared
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor import ProcessSpec, ProcessState, UpstreamProcess
 from llamaswap.supervisor.gpus import detect_cards, measure_tree
+from llamaswap.supervisor.sleep import set_asleep
 from llamaswap.swap.effects import (
     CancelStart,
     Effect,
@@ -144,6 +145,20 @@ def placement_needs(config: Config) -> dict[str, Need]:
     return needs
 
 
+def sleep_hosts(config: Config, needs: Mapping[str, Need]) -> dict[str, int]:
+    """Models placed by memory that can sleep -> host bytes they hold while asleep."""
+    hosts: dict[str, int] = {}
+    for model_id, need in needs.items():
+        model = config.models[model_id]
+        if model.sleep is None:
+            continue
+        if model.resources is not None:
+            hosts[model_id] = model.resources.asleep()
+        else:  # a GGUF estimate: its weights go to host memory
+            hosts[model_id] = need.memory if isinstance(need.memory, int) else 0
+    return hosts
+
+
 def eviction_policy(config: Config) -> EvictionPolicy:
     matrix = config.compiled_matrix()
     if matrix is not None:
@@ -181,7 +196,12 @@ class Router:
             eviction_policy(config),
             scheduler_settings(config),
             load_times,
-            Residency(self._needs, device_capacities(config.devices)),
+            Residency(
+                self._needs,
+                device_capacities(config.devices),
+                sleep_hosts(config, self._needs),
+                config.host_memory,
+            ),
         )
         self._ready_since: dict[str, float] = {}
         self.logs: dict[str, LogBuffer] = {}
@@ -333,12 +353,15 @@ class Router:
     # ---- views -----------------------------------------------------------------------------
 
     def state(self, model: str) -> ProcessState:
-        return self.processes[model].state
+        state = self.processes[model].state
+        if state is ProcessState.READY and self._scheduler.phase(model) is Phase.ASLEEP:
+            return ProcessState.ASLEEP
+        return state
 
     def upstream_if_ready(self, model: str) -> str | None:
         """The model's upstream URL when it is ready now, without a lease (for traffic that
         must neither start a model nor hold one back from a swap, e.g. ignored websockets)."""
-        if self.processes[model].state is ProcessState.READY:
+        if self.state(model) is ProcessState.READY:  # not asleep
             return self.config.models[model].proxy
         return None
 
@@ -446,14 +469,15 @@ class Router:
         error: str | None = None
         load_time: float | None = None
         target = self.processes[swap.target]
+        evicted = sorted(swap.evict)
+        slept: list[bool] = []
         try:
-            await asyncio.gather(
-                *(
-                    self.processes[m].stop(float(self.config.health_check_timeout))
-                    for m in swap.evict
-                )
-            )
-            cold = target.state is not ProcessState.READY
+            slept = await asyncio.gather(*(self._evict(m, m in swap.sleep) for m in evicted))
+            if swap.wake:
+                waking = self._clock()
+                await self._wake_up(swap.target)
+                load_time = self._clock() - waking
+            cold = not swap.wake and target.state is not ProcessState.READY
             if cold:
                 target.assign_devices(self._gpu_indices(swap.target))
             loading = self._clock()
@@ -467,9 +491,14 @@ class Router:
         # A failed start is something to act on: warn, so it is seen at the default level.
         log.log(
             logging.WARNING if error else logging.INFO,
-            "swap to %s (evicted %s) %s in %.2fs",
+            "%s %s (evicted %s) %s in %.2fs",
+            "wake of" if swap.wake else "swap to",
             swap.target,
-            ", ".join(sorted(swap.evict)) or "nothing",
+            ", ".join(
+                m + (" (asleep)" if asleep else "")
+                for m, asleep in zip(evicted, slept, strict=False)
+            )
+            or "nothing",
             "failed: " + error if error else "done",
             self._clock() - started,
         )
@@ -485,8 +514,54 @@ class Router:
             },
         )
         if not self._closed:
-            self._apply(self._scheduler.on_swap_done(swap.swap_id, error, self._clock(), load_time))
-            self._after_swap(swap.target, error, load_time)
+            asleep = [m for m, ok in zip(evicted, slept, strict=False) if ok]
+            self._apply(
+                self._scheduler.on_swap_done(swap.swap_id, error, self._clock(), load_time, asleep)
+            )
+            for model in asleep:
+                self._publish_state(model, ProcessState.READY, ProcessState.ASLEEP)
+            if swap.wake and error is None:
+                self._publish_state(swap.target, ProcessState.ASLEEP, ProcessState.READY)
+            self._after_swap(swap.target, error, None if swap.wake else load_time)
+
+    async def _evict(self, model: str, sleep: bool) -> bool:
+        """Make `model` give its device memory back: put it to sleep when asked (stop it if
+        that fails), else stop it. True when it is asleep."""
+        process = self.processes[model]
+        sleep_config = self.config.models[model].sleep
+        if sleep and sleep_config is not None and process.state is ProcessState.READY:
+            try:
+                await set_asleep(
+                    self.config.models[model].proxy,
+                    sleep_config,
+                    True,
+                    float(self.config.health_check_timeout),
+                )
+                return True
+            except UpstreamError as exc:
+                log.warning("could not put %s to sleep (%s): stopping it", model, exc)
+        await process.stop(float(self.config.health_check_timeout))
+        return False
+
+    async def _wake_up(self, model: str) -> None:
+        """Wake the sleeping `model`; one that does not wake is stopped (UpstreamError)."""
+        process = self.processes[model]
+        sleep_config = self.config.models[model].sleep
+        try:
+            if sleep_config is None or process.state is not ProcessState.READY:
+                raise UpstreamError(f"{model} is not running any more")
+            await set_asleep(
+                self.config.models[model].proxy,
+                sleep_config,
+                False,
+                float(self.config.health_check_timeout),
+            )
+        except UpstreamError as exc:
+            await process.stop(float(self.config.models[model].unload_timeout))
+            raise UpstreamError(f"failed to wake {model}: {exc}") from exc
+
+    def _publish_state(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        self.events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
 
     def _gpu_indices(self, model: str) -> tuple[int, ...] | None:
         """Runtime indices of the devices placement put `model` on (None: not placed)."""

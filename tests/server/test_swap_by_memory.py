@@ -148,3 +148,50 @@ def test_models_without_resources_are_placed_by_their_gguf_estimate(
         chat_pid(server, "e3")  # 9 GiB would not: one goes
         assert len(ready_models(server)) == 2 and "e3" in ready_models(server)
         assert "e1: estimated 3.001GiB from" in server.log()
+
+
+def states(server: LlamaswapProcess) -> dict[str, str]:
+    return {e["model"]: e["state"] for e in server.running()}
+
+
+def test_a_model_with_a_sleep_tier_sleeps_instead_of_stopping_and_wakes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    state = install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
+    config = (
+        "devices: {gpu0: {memory: 24GiB}}\n"
+        "hostMemory: 64GiB\n"
+        "models:\n"
+        + mem_model("vllm", 14, 14, "sleep: vllm", flags="--sleep-delay 0.2")
+        + mem_model("other", 14, 14)
+    )
+    with llamaswap(run_dir(tmp_path), config) as server:
+        pid = chat_pid(server, "vllm")
+        pid_other = chat_pid(server, "other")  # 14 + 14 > 24: vllm must make room
+        assert states(server) == {"vllm": "asleep", "other": "ready"}, server.log()
+        assert pid not in fake_gpu_users(state)  # its device memory is free ...
+        assert chat_pid(server, "vllm") == pid  # ... and the same process serves again
+        assert states(server) == {"vllm": "ready"}, server.log()
+        assert fake_gpu_users(state) == {pid: 14 * GIB_MIB}
+        assert wait_until_sync(lambda: pid_other not in fake_gpu_users(state), 5.0)
+        assert "wake of vllm (evicted other)" in server.log()
+        assert "swap to other (evicted vllm (asleep))" in server.log()
+
+
+def test_a_model_that_does_not_fall_asleep_is_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
+    # The fake answers 200 to an unknown route, but its status says it is still awake.
+    endpoints = '{sleep: "POST /nope", wake: "POST /wake_up", status: "GET /is_sleeping"}'
+    config = (
+        "devices: {gpu0: {memory: 24GiB}}\n"
+        "models:\n"
+        + mem_model("stubborn", 14, 14, f"sleep: {endpoints}")
+        + mem_model("other", 14, 14)
+    )
+    with llamaswap(run_dir(tmp_path), config) as server:
+        chat_pid(server, "stubborn")
+        chat_pid(server, "other")
+        assert states(server) == {"other": "ready"}, server.log()
+        assert "could not put stubborn to sleep" in server.log()

@@ -42,6 +42,9 @@ class ProcessState(enum.Enum):
     READY = "ready"
     STOPPING = "stopping"
     SHUTDOWN = "shutdown"
+    # Never the owner's own state (its child is READY): what the router reports for a model
+    # it put to sleep (supervisor/sleep.py), so every view shows it.
+    ASLEEP = "asleep"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,49 @@
+"""Putting a running upstream to sleep and waking it, through its own HTTP endpoints.
+
+A sleep tier (vLLM's sleep mode: `POST /sleep?level=1`, `POST /wake_up`, `GET /is_sleeping`)
+frees the device memory while the process and its weights stay in host RAM, so waking takes
+a fraction of a cold start. The endpoints come from the model's `sleep` config. When a
+`status` endpoint is given, the answer (`{"is_sleeping": bool}`) must confirm the change.
+"""
+
+from __future__ import annotations
+
+import json
+
+import aiohttp
+
+from llamaswap.config.resources import Endpoint, SleepConfig
+from llamaswap.errors import UpstreamError
+
+__all__ = ["set_asleep"]
+
+
+async def _call(session: aiohttp.ClientSession, proxy: str, endpoint: Endpoint) -> bytes:
+    url = proxy.rstrip("/") + endpoint.path
+    try:
+        async with session.request(endpoint.method, url) as resp:
+            body = await resp.read()
+            if resp.status >= 400:
+                raise UpstreamError(f"{endpoint} answered {resp.status}")
+            return body
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise UpstreamError(f"{endpoint} failed: {exc or type(exc).__name__}") from exc
+
+
+async def set_asleep(proxy: str, config: SleepConfig, asleep: bool, seconds: float) -> None:
+    """Call the sleep (or wake) endpoint on `proxy`, then check the status endpoint if any.
+    Raises UpstreamError when the upstream refuses, fails, reports the other state or takes
+    longer than `seconds`."""
+    client_timeout = aiohttp.ClientTimeout(total=seconds)
+    async with aiohttp.ClientSession(timeout=client_timeout) as session:
+        await _call(session, proxy, config.sleep if asleep else config.wake)
+        if config.status is None:
+            return
+        body = await _call(session, proxy, config.status)
+    try:
+        state = json.loads(body).get("is_sleeping")
+    except (ValueError, AttributeError) as exc:
+        raise UpstreamError(f"{config.status} answered no is_sleeping: {body[:100]!r}") from exc
+    if state is not asleep:
+        word = "asleep" if asleep else "awake"
+        raise UpstreamError(f"{config.status} says is_sleeping={state} after asking it {word}")
