@@ -27,8 +27,9 @@ from llamaswap.observe.gguf import estimate_from_cmd
 from llamaswap.observe.gpu_usage import check_declared
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor import ProcessSpec, ProcessState, UpstreamProcess
+from llamaswap.supervisor.devices import runtime_indices
 from llamaswap.supervisor.gpus import detect_cards, measure_tree
-from llamaswap.supervisor.sleep import set_asleep
+from llamaswap.supervisor.sleep import release_device, wake
 from llamaswap.swap.effects import (
     CancelStart,
     Effect,
@@ -40,7 +41,7 @@ from llamaswap.swap.effects import (
     StopReason,
 )
 from llamaswap.swap.load_times import LoadTime
-from llamaswap.swap.memory import device_capacities, need_for
+from llamaswap.swap.memory import device_capacities, placed_needs, sleep_hosts
 from llamaswap.swap.placement import Need
 from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
 from llamaswap.swap.residency import Residency
@@ -115,48 +116,26 @@ def scheduler_settings(config: Config) -> SchedulerSettings:
     )
 
 
+def gguf_estimate(model: ModelConfig) -> int | None:
+    """Bytes a model needs, estimated from the GGUF file its `cmd` names (None: none)."""
+    found = estimate_from_cmd(model.cmd) if ".gguf" in model.cmd else None
+    if found is None:
+        return None
+    log.info(
+        "%s: estimated %s from %s (weights %s, KV cache %s at context %d)",
+        model.id,
+        format_size(found.total),
+        found.path,
+        format_size(found.weights),
+        format_size(found.kv_cache),
+        found.ctx,
+    )
+    return found.total
+
+
 def placement_needs(config: Config) -> dict[str, Need]:
-    """The models placed by memory and what they need: those no group (nor a matrix) decides
-    for, with declared `resources`, or else a GGUF estimate when `cmd` names a .gguf file."""
-    if config.uses_matrix():
-        return {}
-    grouped = {m for g in config.routing.router.settings.groups.values() for m in g.members}
-    needs: dict[str, Need] = {}
-    for model in config.models.values():
-        if model.id in grouped:
-            continue
-        estimate = None
-        if model.resources is None and ".gguf" in model.cmd:
-            found = estimate_from_cmd(model.cmd)
-            if found is not None:
-                estimate = found.total
-                log.info(
-                    "%s: estimated %s from %s (weights %s, KV cache %s at context %d)",
-                    model.id,
-                    format_size(found.total),
-                    found.path,
-                    format_size(found.weights),
-                    format_size(found.kv_cache),
-                    found.ctx,
-                )
-        need = need_for(model, estimate)
-        if need is not None:
-            needs[model.id] = need
-    return needs
-
-
-def sleep_hosts(config: Config, needs: Mapping[str, Need]) -> dict[str, int]:
-    """Models placed by memory that can sleep -> host bytes they hold while asleep."""
-    hosts: dict[str, int] = {}
-    for model_id, need in needs.items():
-        model = config.models[model_id]
-        if model.sleep is None:
-            continue
-        if model.resources is not None:
-            hosts[model_id] = model.resources.asleep()
-        else:  # a GGUF estimate: its weights go to host memory
-            hosts[model_id] = need.memory if isinstance(need.memory, int) else 0
-    return hosts
+    """The models placed by memory (`swap.memory.placed_needs`), GGUF files read now."""
+    return placed_needs(config, gguf_estimate)
 
 
 def eviction_policy(config: Config) -> EvictionPolicy:
@@ -472,10 +451,18 @@ class Router:
         evicted = sorted(swap.evict)
         slept: list[bool] = []
         try:
-            slept = await asyncio.gather(*(self._evict(m, m in swap.sleep) for m in evicted))
+            timeout = float(self.config.health_check_timeout)
+            slept = await asyncio.gather(
+                *(
+                    release_device(
+                        self.processes[m], self.config.models[m], m in swap.sleep, timeout
+                    )
+                    for m in evicted
+                )
+            )
             if swap.wake:
                 waking = self._clock()
-                await self._wake_up(swap.target)
+                await wake(target, self.config.models[swap.target], timeout)
                 load_time = self._clock() - waking
             cold = not swap.wake and target.state is not ProcessState.READY
             if cold:
@@ -524,56 +511,13 @@ class Router:
                 self._publish_state(swap.target, ProcessState.ASLEEP, ProcessState.READY)
             self._after_swap(swap.target, error, None if swap.wake else load_time)
 
-    async def _evict(self, model: str, sleep: bool) -> bool:
-        """Make `model` give its device memory back: put it to sleep when asked (stop it if
-        that fails), else stop it. True when it is asleep."""
-        process = self.processes[model]
-        sleep_config = self.config.models[model].sleep
-        if sleep and sleep_config is not None and process.state is ProcessState.READY:
-            try:
-                await set_asleep(
-                    self.config.models[model].proxy,
-                    sleep_config,
-                    True,
-                    float(self.config.health_check_timeout),
-                )
-                return True
-            except UpstreamError as exc:
-                log.warning("could not put %s to sleep (%s): stopping it", model, exc)
-        await process.stop(float(self.config.health_check_timeout))
-        return False
-
-    async def _wake_up(self, model: str) -> None:
-        """Wake the sleeping `model`; one that does not wake is stopped (UpstreamError)."""
-        process = self.processes[model]
-        sleep_config = self.config.models[model].sleep
-        try:
-            if sleep_config is None or process.state is not ProcessState.READY:
-                raise UpstreamError(f"{model} is not running any more")
-            await set_asleep(
-                self.config.models[model].proxy,
-                sleep_config,
-                False,
-                float(self.config.health_check_timeout),
-            )
-        except UpstreamError as exc:
-            await process.stop(float(self.config.models[model].unload_timeout))
-            raise UpstreamError(f"failed to wake {model}: {exc}") from exc
-
     def _publish_state(self, model: str, old: ProcessState, new: ProcessState) -> None:
         self.events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
 
     def _gpu_indices(self, model: str) -> tuple[int, ...] | None:
         """Runtime indices of the devices placement put `model` on (None: not placed)."""
         devices = self._scheduler.devices_of(model)
-        if devices is None:
-            return None
-        return tuple(
-            device_index(self.config.devices, d)
-            if d in self.config.devices
-            else int(d.removeprefix("gpu"))  # a detected device: gpu<index>
-            for d in devices
-        )
+        return None if devices is None else runtime_indices(self.config.devices, devices)
 
     async def _measure(self, model: str) -> None:
         """Once `model` is ready, count what its processes really hold (max with what it

@@ -9,13 +9,18 @@ a fraction of a cold start. The endpoints come from the model's `sleep` config. 
 from __future__ import annotations
 
 import json
+import logging
 
 import aiohttp
 
+from llamaswap.config.model import ModelConfig
 from llamaswap.config.resources import Endpoint, SleepConfig
 from llamaswap.errors import UpstreamError
+from llamaswap.supervisor.process import ProcessState, UpstreamProcess
 
-__all__ = ["set_asleep"]
+__all__ = ["release_device", "set_asleep", "wake"]
+
+log = logging.getLogger("llamaswap.supervisor")
 
 
 async def _call(session: aiohttp.ClientSession, proxy: str, endpoint: Endpoint) -> bytes:
@@ -47,3 +52,29 @@ async def set_asleep(proxy: str, config: SleepConfig, asleep: bool, seconds: flo
     if state is not asleep:
         word = "asleep" if asleep else "awake"
         raise UpstreamError(f"{config.status} says is_sleeping={state} after asking it {word}")
+
+
+async def release_device(
+    process: UpstreamProcess, model: ModelConfig, sleep: bool, seconds: float
+) -> bool:
+    """Make `model` give its device memory back: put it to sleep when asked and it can (stop
+    it if that fails), else stop it (`seconds` of grace). True when it is asleep."""
+    if sleep and model.sleep is not None and process.state is ProcessState.READY:
+        try:
+            await set_asleep(model.proxy, model.sleep, True, seconds)
+            return True
+        except UpstreamError as exc:
+            log.warning("could not put %s to sleep (%s): stopping it", model.id, exc)
+    await process.stop(seconds)
+    return False
+
+
+async def wake(process: UpstreamProcess, model: ModelConfig, seconds: float) -> None:
+    """Wake the sleeping `model`. One that does not wake is stopped: UpstreamError."""
+    try:
+        if model.sleep is None or process.state is not ProcessState.READY:
+            raise UpstreamError(f"{model.id} is not running any more")
+        await set_asleep(model.proxy, model.sleep, False, seconds)
+    except UpstreamError as exc:
+        await process.stop(float(model.unload_timeout))
+        raise UpstreamError(f"failed to wake {model.id}: {exc}") from exc
