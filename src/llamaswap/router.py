@@ -234,8 +234,8 @@ class Router:
         capacity = device_capacities({}, [(c.index, c.memory) for c in cards])
         if not capacity:
             log.warning(
-                "models %s declare memory but no devices are declared or detected: "
-                "placement by memory is off, groups decide",
+                "models %s would be placed by memory (resources or a GGUF estimate) but no "
+                "devices are declared or detected: placement is off, groups decide",
                 ", ".join(sorted(self._needs)),
             )
             return
