@@ -7,6 +7,7 @@ import contextlib
 import os
 import random
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -126,3 +127,26 @@ def install_fake_gpus(
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv(fake_gpu.STATE_ENV, str(state))
     return state
+
+
+def tiny_gguf(path: Path, size: int) -> Path:
+    """A GGUF v3 header of a one-layer llama (KV cache: 256 bytes a token at f16), grown
+    sparsely to `size` bytes standing for the weights."""
+
+    def text(s: str) -> bytes:
+        return struct.pack("<Q", len(s)) + s.encode()
+
+    meta = text("general.architecture") + struct.pack("<I", 8) + text("llama")
+    numbers = {
+        "llama.block_count": 1,
+        "llama.embedding_length": 64,
+        "llama.attention.head_count": 1,
+        "llama.attention.head_count_kv": 1,
+        "llama.context_length": 4096,
+    }
+    for key, value in numbers.items():
+        meta += text(key) + struct.pack("<II", 4, value)
+    with path.open("wb") as f:
+        f.write(b"GGUF" + struct.pack("<IQQ", 3, 0, 1 + len(numbers)) + meta)
+        f.truncate(size)
+    return path

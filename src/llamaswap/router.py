@@ -18,11 +18,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llamaswap.config.model import Config, ModelConfig
+from llamaswap.config.resources import DeviceConfig, device_index, model_resource_problems
+from llamaswap.config.sizes import format_size
 from llamaswap.errors import RequestError, TooManyRequests, UpstreamError
 from llamaswap.observe import metrics
 from llamaswap.observe.events import EventBus
+from llamaswap.observe.gguf import estimate_from_cmd
+from llamaswap.observe.gpu_usage import check_declared
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor import ProcessSpec, ProcessState, UpstreamProcess
+from llamaswap.supervisor.devices import runtime_indices
+from llamaswap.supervisor.gpus import detect_cards, measure_tree
+from llamaswap.supervisor.sleep import release_device, wake
 from llamaswap.swap.effects import (
     CancelStart,
     Effect,
@@ -34,7 +41,10 @@ from llamaswap.swap.effects import (
     StopReason,
 )
 from llamaswap.swap.load_times import LoadTime
+from llamaswap.swap.memory import device_capacities, placed_needs, sleep_hosts
+from llamaswap.swap.placement import Need
 from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
+from llamaswap.swap.residency import Residency
 from llamaswap.swap.rules import Admission, Backoff, ModelRules, Policy, SchedulerSettings
 from llamaswap.swap.scheduler import BackoffState, Phase, Scheduler
 
@@ -80,7 +90,7 @@ def process_spec(model: ModelConfig, health_check_timeout: float) -> ProcessSpec
 def same_launch(a: ProcessSpec, b: ProcessSpec) -> bool:
     """Would a process started from `a` be the one `b` describes? (The health check timeout
     only matters while starting, so a change to it keeps a running process.)"""
-    return replace(a, health_check_timeout=b.health_check_timeout) == b
+    return replace(a, health_check_timeout=b.health_check_timeout, gpus=b.gpus) == b
 
 
 def model_rules(config: Config) -> dict[str, ModelRules]:
@@ -105,6 +115,28 @@ def scheduler_settings(config: Config) -> SchedulerSettings:
         cancel_abandoned_loads=scheduler.cancel_abandoned_loads,
         backoff=Backoff(scheduler.backoff.after, scheduler.backoff.initial, scheduler.backoff.max),
     )
+
+
+def gguf_estimate(model: ModelConfig) -> int | None:
+    """Bytes a model needs, estimated from the GGUF file its `cmd` names (None: none)."""
+    found = estimate_from_cmd(model.cmd) if ".gguf" in model.cmd else None
+    if found is None:
+        return None
+    log.info(
+        "%s: estimated %s from %s (weights %s, KV cache %s at context %d)",
+        model.id,
+        format_size(found.total),
+        found.path,
+        format_size(found.weights),
+        format_size(found.kv_cache),
+        found.ctx,
+    )
+    return found.total
+
+
+def placement_needs(config: Config) -> dict[str, Need]:
+    """The models placed by memory (`swap.memory.placed_needs`), GGUF files read now."""
+    return placed_needs(config, gguf_estimate)
 
 
 def eviction_policy(config: Config) -> EvictionPolicy:
@@ -137,8 +169,19 @@ class Router:
         self.upstream_log = upstream_log
         self._clock = clock
         self._on_load_time = on_load_time
+        self._needs = placement_needs(config)
+        self._device_names = {device_index(config.devices, n): n for n in config.devices}
         self._scheduler = Scheduler(
-            model_rules(config), eviction_policy(config), scheduler_settings(config), load_times
+            model_rules(config),
+            eviction_policy(config),
+            scheduler_settings(config),
+            load_times,
+            Residency(
+                self._needs,
+                device_capacities(config.devices),
+                sleep_hosts(config, self._needs),
+                config.host_memory,
+            ),
         )
         self._ready_since: dict[str, float] = {}
         self.logs: dict[str, LogBuffer] = {}
@@ -158,7 +201,7 @@ class Router:
                 )
             else:
                 process.rebind(
-                    spec,
+                    replace(spec, gpus=process.spec.gpus),  # its child runs on those
                     on_state_change=self._on_state_change,
                     on_unexpected_exit=self._on_unexpected_exit,
                 )
@@ -181,7 +224,32 @@ class Router:
 
     async def __aenter__(self) -> Router:
         self._ttl_task = asyncio.create_task(self._ttl_loop(), name="llamaswap-ttl")
+        if self._needs and not self.config.devices:
+            await self._detect_devices()
         return self
+
+    async def _detect_devices(self) -> None:
+        """No `devices` declared but models are placed by memory: use the detected cards,
+        checked as declared ones are; none → placement is off and groups decide."""
+        cards = await asyncio.to_thread(detect_cards)
+        capacity = device_capacities({}, [(c.index, c.memory) for c in cards])
+        if not capacity:
+            log.warning(
+                "models %s would be placed by memory (resources or a GGUF estimate) but no "
+                "devices are declared or detected: placement is off, groups decide",
+                ", ".join(sorted(self._needs)),
+            )
+            return
+        log.info(
+            "placing models on detected devices: %s",
+            ", ".join(f"{d} {format_size(b)}" for d, b in capacity.items()),
+        )
+        devices = {d: DeviceConfig(memory=b) for d, b in capacity.items()}
+        for model in self.config.models.values():
+            if model.id in self._needs and model.resources is not None:
+                for problem in model_resource_problems(model.id, model.resources, devices):
+                    log.warning("%s: %s", problem.path, problem.message)
+        self._apply(self._scheduler.on_devices(capacity, self._clock()))
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
@@ -266,12 +334,15 @@ class Router:
     # ---- views -----------------------------------------------------------------------------
 
     def state(self, model: str) -> ProcessState:
-        return self.processes[model].state
+        state = self.processes[model].state
+        if state is ProcessState.READY and self._scheduler.phase(model) is Phase.ASLEEP:
+            return ProcessState.ASLEEP
+        return state
 
     def upstream_if_ready(self, model: str) -> str | None:
         """The model's upstream URL when it is ready now, without a lease (for traffic that
         must neither start a model nor hold one back from a swap, e.g. ignored websockets)."""
-        if self.processes[model].state is ProcessState.READY:
+        if self.state(model) is ProcessState.READY:  # not asleep
             return self.config.models[model].proxy
         return None
 
@@ -381,26 +452,44 @@ class Router:
         error: str | None = None
         load_time: float | None = None
         target = self.processes[swap.target]
+        evicted = sorted(swap.evict)
+        slept: list[bool] = []
         try:
-            await asyncio.gather(
+            timeout = float(self.config.health_check_timeout)
+            slept = await asyncio.gather(
                 *(
-                    self.processes[m].stop(float(self.config.health_check_timeout))
-                    for m in swap.evict
+                    release_device(
+                        self.processes[m], self.config.models[m], m in swap.sleep, timeout
+                    )
+                    for m in evicted
                 )
             )
-            cold = target.state is not ProcessState.READY
+            if swap.wake:
+                waking = self._clock()
+                await wake(target, self.config.models[swap.target], timeout)
+                load_time = self._clock() - waking
+            cold = not swap.wake and target.state is not ProcessState.READY
+            if cold:
+                target.assign_devices(self._gpu_indices(swap.target))
             loading = self._clock()
             await target.ensure_ready()
             if cold:
                 load_time = self._clock() - loading
+                if self._scheduler.devices_of(swap.target) is not None:
+                    self.spawn_background(self._measure(swap.target), f"measure-{swap.target}")
         except UpstreamError as exc:
             error = str(exc)
         # A failed start is something to act on: warn, so it is seen at the default level.
         log.log(
             logging.WARNING if error else logging.INFO,
-            "swap to %s (evicted %s) %s in %.2fs",
+            "%s %s (evicted %s) %s in %.2fs",
+            "wake of" if swap.wake else "swap to",
             swap.target,
-            ", ".join(sorted(swap.evict)) or "nothing",
+            ", ".join(
+                m + (" (asleep)" if asleep else "")
+                for m, asleep in zip(evicted, slept, strict=False)
+            )
+            or "nothing",
             "failed: " + error if error else "done",
             self._clock() - started,
         )
@@ -416,8 +505,37 @@ class Router:
             },
         )
         if not self._closed:
-            self._apply(self._scheduler.on_swap_done(swap.swap_id, error, self._clock(), load_time))
-            self._after_swap(swap.target, error, load_time)
+            asleep = [m for m, ok in zip(evicted, slept, strict=False) if ok]
+            self._apply(
+                self._scheduler.on_swap_done(swap.swap_id, error, self._clock(), load_time, asleep)
+            )
+            for model in asleep:
+                self._publish_state(model, ProcessState.READY, ProcessState.ASLEEP)
+            if swap.wake and error is None:
+                self._publish_state(swap.target, ProcessState.ASLEEP, ProcessState.READY)
+            self._after_swap(swap.target, error, None if swap.wake else load_time)
+
+    def _publish_state(self, model: str, old: ProcessState, new: ProcessState) -> None:
+        self.events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
+
+    def _gpu_indices(self, model: str) -> tuple[int, ...] | None:
+        """Runtime indices of the devices placement put `model` on (None: not placed)."""
+        devices = self._scheduler.devices_of(model)
+        return None if devices is None else runtime_indices(self.config.devices, devices)
+
+    async def _measure(self, model: str) -> None:
+        """Once `model` is ready, count what its processes really hold (max with what it
+        was placed with), and warn when that is more than it declared."""
+        pid = self.processes[model].pid
+        placed = self._scheduler.usage_of(model)
+        if pid is None or placed is None:
+            return
+        measured = await asyncio.to_thread(measure_tree, pid, self._device_names)
+        if measured is None or self._closed or self.processes[model].pid != pid:
+            return
+        check_declared(model, placed, measured)
+        self._scheduler.on_measured(model, measured)
+        self.events.publish("modelStatusChanged", {"id": model})
 
     def _after_swap(self, model: str, error: str | None, load_time: float | None) -> None:
         """Publish what the swap taught: a new load time, or a crash-loop backoff."""
@@ -528,7 +646,10 @@ class Router:
         for model_id in adopted:
             old_ids = self._scheduler.leases_on(model_id)
             new_ids = [successor._new_request_id() for _ in old_ids]
-            successor._scheduler.adopt_ready(model_id, new_ids, now)
+            devices = self._scheduler.devices_of(model_id)
+            usage = self._scheduler.usage_of(model_id)
+            placement = (devices, usage) if devices is not None and usage is not None else None
+            successor._scheduler.adopt_ready(model_id, new_ids, now, placement)
             for old_id, new_id in zip(old_ids, new_ids, strict=True):
                 self._handed_leases[old_id] = functools.partial(successor._release, new_id)
             del self.processes[model_id]

@@ -198,7 +198,10 @@ class Server:
             config,
             events=self.events,
             upstream_log=self.upstream_log,
-            load_times=self._load_times.read(),
+            load_times={
+                model: LoadTime(saved.seconds, saved.samples)
+                for model, saved in self._load_times.read().items()
+            },
             on_load_time=self._save_load_time,
         )
         await router.__aenter__()
@@ -206,7 +209,7 @@ class Server:
 
     def _save_load_time(self, model: str, learned: LoadTime) -> None:
         if self._load_times is not None:
-            self._load_times.save(model, learned)
+            self._load_times.save(model, learned.seconds, learned.samples)
 
     def _follow_store(self, config: Config) -> None:
         """After a reload that moved `store.path`, learned load times go to the new file."""

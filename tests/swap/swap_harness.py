@@ -16,6 +16,7 @@ from llamaswap.swap.effects import (
     StopModels,
 )
 from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
+from llamaswap.swap.residency import Residency
 from llamaswap.swap.rules import SchedulerSettings
 from llamaswap.swap.scheduler import ModelRules, Phase, Scheduler
 
@@ -58,9 +59,10 @@ class Harness:
         policy: EvictionPolicy,
         models: Iterable[str] | Mapping[str, ModelRules],
         settings: SchedulerSettings | None = None,
+        residency: Residency | None = None,
     ) -> None:
         rules = dict(models) if isinstance(models, Mapping) else {m: ModelRules() for m in models}
-        self.scheduler = Scheduler(rules, policy, settings)
+        self.scheduler = Scheduler(rules, policy, settings, residency=residency)
         self.now = 0.0
         self.log: list[Effect] = []
 
@@ -71,8 +73,10 @@ class Harness:
     def request(self, request_id: int, model: str) -> list[Effect]:
         return self._record(self.scheduler.on_request(request_id, model, self.now))
 
-    def swap_done(self, swap_id: int, error: str | None = None) -> list[Effect]:
-        return self._record(self.scheduler.on_swap_done(swap_id, error, self.now))
+    def swap_done(
+        self, swap_id: int, error: str | None = None, load_time: float | None = None
+    ) -> list[Effect]:
+        return self._record(self.scheduler.on_swap_done(swap_id, error, self.now, load_time))
 
     def served(self, request_id: int) -> list[Effect]:
         return self._record(self.scheduler.on_served(request_id, self.now))

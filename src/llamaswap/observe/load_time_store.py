@@ -11,11 +11,19 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from llamaswap.swap.load_times import LoadTime
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SavedLoadTime:
+    """A model's learned load time as saved: seconds, and how many loads it came from."""
+
+    seconds: float
+    samples: int
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llamaswap_load_times (
@@ -51,7 +59,7 @@ class LoadTimeFile:
             self._give_up("open", exc)
         return self._db
 
-    def read(self) -> dict[str, LoadTime]:
+    def read(self) -> dict[str, SavedLoadTime]:
         """The load times saved by earlier runs ({} when there are none or the file fails)."""
         db = self._connection()
         if db is None:
@@ -62,12 +70,12 @@ class LoadTimeFile:
             self._give_up("read", exc)
             return {}
         return {
-            str(model): LoadTime(float(seconds), int(samples))
+            str(model): SavedLoadTime(float(seconds), int(samples))
             for model, seconds, samples in rows
             if isinstance(seconds, int | float) and seconds >= 0
         }
 
-    def save(self, model: str, learned: LoadTime) -> None:
+    def save(self, model: str, seconds: float, samples: int) -> None:
         """Remember `model`'s load time (one small write per completed start)."""
         db = self._connection()
         if db is None:
@@ -78,7 +86,7 @@ class LoadTimeFile:
                 " VALUES (?, ?, ?, ?) ON CONFLICT(model) DO UPDATE SET"
                 " seconds = excluded.seconds, samples = excluded.samples,"
                 " updated = excluded.updated",
-                (model, learned.seconds, learned.samples, time.time()),
+                (model, seconds, samples, time.time()),
             )
         except sqlite3.Error as exc:
             self._give_up("write", exc)

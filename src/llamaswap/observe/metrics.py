@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-PROCESS_STATES = ("stopped", "starting", "ready", "stopping", "shutdown")
+PROCESS_STATES = ("stopped", "starting", "ready", "stopping", "shutdown", "asleep")
 
 # Seconds; model starts take seconds to minutes, requests milliseconds to minutes.
 SWAP_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)

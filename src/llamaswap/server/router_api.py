@@ -32,6 +32,7 @@ _STATUS = {
     ProcessState.STARTING: "loading",
     ProcessState.READY: "loaded",
     ProcessState.STOPPING: "loaded",  # still running until it has stopped
+    ProcessState.ASLEEP: "sleeping",
 }
 
 

@@ -7,15 +7,25 @@ which are set only when the model's own `env` does not set them: the user stays 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["VISIBILITY_VARIABLES", "device_env", "substitute_gpu"]
+from llamaswap.config.resources import DeviceConfig, device_index
+
+__all__ = ["VISIBILITY_VARIABLES", "device_env", "runtime_indices", "substitute_gpu"]
 
 VISIBILITY_VARIABLES = ("CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES")
 
 
 def _listing(indices: Sequence[int]) -> str:
     return ",".join(str(i) for i in indices)
+
+
+def runtime_indices(declared: Mapping[str, DeviceConfig], names: Iterable[str]) -> tuple[int, ...]:
+    """The runtime indices of devices `names`: declared ones by their `index` (or name),
+    detected ones (`gpu<index>`, not declared) by the digits of their name."""
+    return tuple(
+        device_index(declared, n) if n in declared else int(n.removeprefix("gpu")) for n in names
+    )
 
 
 def substitute_gpu(text: str, indices: Sequence[int]) -> str:

@@ -14,13 +14,14 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any
 
 from llamaswap.errors import CommandError, ProcessShutdown, StartAborted, StartError
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor.command import build_argv, build_env, substitute_pid
+from llamaswap.supervisor.devices import device_env, substitute_gpu
 from llamaswap.supervisor.health import health_url, wait_healthy
 from llamaswap.supervisor.ports import check_port_free, confirm_owner, local_port
 from llamaswap.supervisor.terminate import Child, spawn
@@ -41,6 +42,9 @@ class ProcessState(enum.Enum):
     READY = "ready"
     STOPPING = "stopping"
     SHUTDOWN = "shutdown"
+    # Never the owner's own state (its child is READY): what the router reports for a model
+    # it put to sleep (supervisor/sleep.py), so every view shows it.
+    ASLEEP = "asleep"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,17 @@ class ProcessSpec:
     check_endpoint: str  # "none" disables health checks
     env: tuple[str, ...]
     health_check_timeout: float
+    # Runtime indices of the device(s) placement chose (None: not placed): they fill
+    # `${GPU}` and CUDA_VISIBLE_DEVICES / HIP_VISIBLE_DEVICES (supervisor/devices.py).
+    gpus: tuple[int, ...] | None = None
+
+    def command(self) -> str:
+        """`cmd` with `${GPU}` filled."""
+        return substitute_gpu(self.cmd, self.gpus or ())
+
+    def environment(self) -> tuple[str, ...]:
+        """`env` with `${GPU}` filled and the visibility variables it lacks."""
+        return tuple(device_env(self.env, self.gpus))
 
 
 class _Activity(enum.Enum):
@@ -179,6 +194,11 @@ class UpstreamProcess:
         self.spec = spec
         self._on_state_change = on_state_change
         self._on_unexpected_exit = on_unexpected_exit
+
+    def assign_devices(self, gpus: tuple[int, ...] | None) -> None:
+        """The device indices the next start runs on (placement's choice; None: not placed).
+        A running child keeps its own."""
+        self.spec = replace(self.spec, gpus=gpus)
 
     async def ensure_ready(self) -> None:
         """Return once the process is ready, starting it (or waiting for a stop) as needed."""
@@ -383,7 +403,8 @@ class UpstreamProcess:
         stop_argv: list[str] | None = None
         if child is not None and self.spec.cmd_stop.strip():
             try:
-                stop_argv = build_argv(substitute_pid(self.spec.cmd_stop, child.pid))
+                cmd_stop = substitute_gpu(self.spec.cmd_stop, self.spec.gpus or ())
+                stop_argv = build_argv(substitute_pid(cmd_stop, child.pid))
             except CommandError as exc:
                 log.warning("[%s] invalid cmdStop: %s", self.spec.model_id, exc)
 
@@ -401,7 +422,7 @@ class UpstreamProcess:
         return asyncio.ensure_future(end())
 
     def _env(self) -> dict[str, str]:
-        return build_env(self.spec.env, os.environ)
+        return build_env(self.spec.environment(), os.environ)
 
     async def _start(self) -> None:
         spec = self.spec
@@ -410,9 +431,9 @@ class UpstreamProcess:
         if not spec.proxy:
             raise StartError("upstream proxy missing")
         try:
-            argv = build_argv(spec.cmd)
+            argv = build_argv(spec.command())
         except CommandError as exc:
-            raise StartError(f"failed to start command '{spec.cmd}': {exc}") from exc
+            raise StartError(f"failed to start command '{spec.command()}': {exc}") from exc
         where = local_port(spec.proxy)
         if where is not None:
             await asyncio.to_thread(check_port_free, where)

@@ -38,12 +38,17 @@ class Reject:
 class StartSwap:
     """Stop every model in `evict` (none holds a lease), then make `target` ready.
 
-    The caller reports the outcome with `Scheduler.on_swap_done(swap_id, error)`.
+    The models in `sleep` (a subset of `evict`) are put to sleep instead of stopped (one that
+    fails to fall asleep is stopped); with `wake`, the target is asleep and is woken rather
+    than started. The caller reports the outcome with `Scheduler.on_swap_done(swap_id,
+    error, now, load_time, slept)`.
     """
 
     swap_id: int
     target: str
     evict: frozenset[str]
+    sleep: frozenset[str] = frozenset()
+    wake: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Placement's inputs from config and measurements, and the host-memory plan for sleep. Pure.
 
 * `need_for`: a model's `Need` from its declared `resources`, else from a GGUF estimate.
+* `placed_needs`: the models placed by memory (no group, no matrix deciding for them).
+* `sleep_hosts`: the host memory each model that can sleep holds asleep.
 * `device_capacities`: declared `devices`, else the detected cards named `gpu<index>`.
 * `resident_usage`: what placement counts for a loaded model per device, max(declared,
   measured), so a model that uses more than it said is not packed too tightly again.
@@ -10,14 +12,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from llamaswap.config.model import ModelConfig
+from llamaswap.config.model import Config, ModelConfig
 from llamaswap.config.resources import DeviceConfig
 from llamaswap.swap.placement import Fit, Need, Resident, place
 
-__all__ = ["HOST", "Sleeper", "device_capacities", "host_plan", "need_for", "resident_usage"]
+__all__ = [
+    "HOST",
+    "Sleeper",
+    "device_capacities",
+    "host_plan",
+    "need_for",
+    "placed_needs",
+    "resident_usage",
+    "sleep_hosts",
+]
 
 HOST = "host"
 
@@ -30,6 +41,36 @@ def need_for(model: ModelConfig, estimate: int | None = None) -> Need | None:
         memory = dict(r.memory) if isinstance(r.memory, dict) else r.memory
         return Need(memory, tuple(r.devices))
     return Need(estimate) if estimate is not None else None
+
+
+def placed_needs(config: Config, estimate: Callable[[ModelConfig], int | None]) -> dict[str, Need]:
+    """The models placed by memory and what they need: those no group (nor a matrix) decides
+    for, with declared `resources`, or else `estimate(model)` bytes (a GGUF estimate)."""
+    if config.uses_matrix():
+        return {}
+    grouped = {m for g in config.routing.router.settings.groups.values() for m in g.members}
+    needs: dict[str, Need] = {}
+    for model in config.models.values():
+        if model.id in grouped:
+            continue
+        need = need_for(model, None if model.resources is not None else estimate(model))
+        if need is not None:
+            needs[model.id] = need
+    return needs
+
+
+def sleep_hosts(config: Config, needs: Mapping[str, Need]) -> dict[str, int]:
+    """Models placed by memory that can sleep -> host bytes they hold while asleep."""
+    hosts: dict[str, int] = {}
+    for model_id, need in needs.items():
+        model = config.models[model_id]
+        if model.sleep is None:
+            continue
+        if model.resources is not None:
+            hosts[model_id] = model.resources.asleep()
+        else:  # a GGUF estimate: its weights go to host memory
+            hosts[model_id] = need.memory if isinstance(need.memory, int) else 0
+    return hosts
 
 
 def device_capacities(

@@ -10,3 +10,6 @@ class Phase(StrEnum):
     STARTING = "starting"
     READY = "ready"
     STOPPING = "stopping"
+    # The process runs with its device memory freed (a sleep tier such as vLLM's sleep mode);
+    # it holds host memory and is woken, not started, when asked for.
+    ASLEEP = "asleep"

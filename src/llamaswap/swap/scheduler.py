@@ -6,7 +6,8 @@ registering its lease happen in the same call, no swap can slip between "the mod
 and "the request is forwarded": a model holding a lease is never stopped by a swap.
 
 Per model the scheduler tracks a phase: STOPPED, STARTING (the target of a launched swap),
-READY, STOPPING (evicted by a launched swap, or stopped for TTL/unload).
+READY, STOPPING (evicted by a launched swap, or stopped for TTL/unload), ASLEEP (put to sleep
+by a swap: process running, device memory freed; a request for it plans a swap that wakes it).
 
 Admission (on arrival): a model in crash-loop backoff → 503 at once. `Admission.LIMIT`
 (llama-swap's `concurrencyLimit`): every admitted request counts until it is served and the
@@ -19,7 +20,7 @@ Decision tree for each waiting request, re-run whenever anything changes, in que
   2. A swap targeting its model exists → join that swap's waiters (collation: one start),
      unless that swap is closed (unloaded or abandoned while starting) → keep waiting.
   3. Its model is READY, no swap is waiting to evict it and it has a free in-flight slot:
-     a. the eviction policy evicts nothing for it → grant (lease) now;
+     a. the eviction policy (and placement, see below) evicts nothing → grant (lease) now;
      b. it still evicts running models (an `exclusive` group's member while a non-exclusive
         group's member runs) → plan a swap that evicts them, as in step 5, then grant.
   4. Its model is READY but a planned swap will evict it, or all its slots are taken → wait.
@@ -30,6 +31,14 @@ Decision tree for each waiting request, re-run whenever anything changes, in que
      ready less than `min_resident` ago is not evicted, and one with waiting requests is not
      evicted unless the request is overdue (waited `max_wait`) → keep waiting. Otherwise
      plan a swap.
+Placement by memory (`swap.residency`): for a model placed by memory, which running models
+must go is `place()`'s cheapest set of idle placed models that makes room, plus what the
+group policy evicts among the models *not* placed by memory (they hold unknown memory). Only
+leased models in the way → the swap is planned with them and drains like any other (they are
+stopped once their leases end, never before). It can never fit → 503 naming need and capacity.
+The swap carries the chosen devices; `devices_of` tells them to whoever starts the process.
+Evicted models with a sleep config are put to sleep rather than stopped while host memory
+holds them (sleeping models are stopped for room, cheapest first); see `swap.residency`.
 A planned swap launches (StartSwap) only once no model it evicts holds a lease; until then it
 drains: its evicted models get no new leases, and its waiters return to the queue before every
 re-run (so order holds and a swap nobody waits for any more is dropped). A launched swap
@@ -55,10 +64,14 @@ from llamaswap.swap.effects import (
 from llamaswap.swap.load_times import LoadTime, LoadTimes
 from llamaswap.swap.ordering import Waiting, batch_order, fifo_order
 from llamaswap.swap.phase import Phase
+from llamaswap.swap.placement import eviction_cost
 from llamaswap.swap.policy import EvictionPolicy
+from llamaswap.swap.residency import Placed, Refused, Residency
 from llamaswap.swap.rules import Admission, ModelRules, Policy, SchedulerSettings
 
-__all__ = ["BackoffState", "ModelRules", "Phase", "Scheduler"]
+__all__ = ["DEFAULT_WAKE_TIME_S", "BackoffState", "ModelRules", "Phase", "Scheduler"]
+
+DEFAULT_WAKE_TIME_S = 1.0  # a guess of a wake's duration until one was seen
 
 
 @dataclass(frozen=True)
@@ -83,6 +96,11 @@ class _Swap:
     # is being aborted because every waiter left (abandoned).
     unload_when_done: bool = False
     abandoned: bool = False
+    # Where placement by memory puts the target (None: not placed by memory).
+    placed: Placed | None = None
+    # Evicted models put to sleep instead of stopped; the target is woken, not started.
+    sleep: frozenset[str] = frozenset()
+    wake: bool = False
 
     @property
     def closed(self) -> bool:
@@ -98,11 +116,14 @@ class Scheduler:
         policy: EvictionPolicy,
         settings: SchedulerSettings | None = None,
         load_times: Mapping[str, LoadTime] | None = None,
+        residency: Residency | None = None,
     ) -> None:
         self._rules = dict(models)
+        self._residency = residency or Residency({})
         self._policy = policy
         self._settings = settings or SchedulerSettings()
         self._load_times = LoadTimes(self._settings.load_time_weight, load_times)
+        self._wake_times = LoadTimes(self._settings.load_time_weight)
         self._phase: dict[str, Phase] = dict.fromkeys(self._rules, Phase.STOPPED)
         self._leases: dict[int, str] = {}
         self._lease_count: dict[str, int] = dict.fromkeys(self._rules, 0)
@@ -167,8 +188,29 @@ class Scheduler:
         """Request ids holding a lease on `model`."""
         return [rid for rid, m in self._leases.items() if m == model]
 
+    def devices_of(self, model: str) -> tuple[str, ...] | None:
+        """The devices placement put `model` on (None: not placed by memory). Read it when
+        carrying out a StartSwap of `model`."""
+        if not self._residency.places(model):
+            return None
+        return self._residency.devices(model)
+
+    def usage_of(self, model: str) -> dict[str, int] | None:
+        """Bytes per device `model` is counted for by placement (None: not placed)."""
+        if not self._residency.places(model):
+            return None
+        return self._residency.usage(model)
+
+    def capacity(self) -> dict[str, int]:
+        """Bytes per device that placement places models on (empty: placement is off)."""
+        return self._residency.capacity
+
     def active_swaps(self) -> list[StartSwap]:
-        return [StartSwap(s.swap_id, s.target, s.evict) for s in self._swaps.values()]
+        return [self._effect(s) for s in self._swaps.values()]
+
+    @staticmethod
+    def _effect(swap: _Swap) -> StartSwap:
+        return StartSwap(swap.swap_id, swap.target, swap.evict, swap.sleep, swap.wake)
 
     def next_deadline(self) -> float | None:
         """The earliest future time at which `on_tick` may change something: a ttl expiry, or
@@ -196,10 +238,19 @@ class Scheduler:
 
     # ---- taking over from a previous config (reload) ----------------------------------------
 
-    def adopt_ready(self, model: str, lease_ids: Collection[int], now: float) -> None:
+    def adopt_ready(
+        self,
+        model: str,
+        lease_ids: Collection[int],
+        now: float,
+        placement: tuple[tuple[str, ...], Mapping[str, int]] | None = None,
+    ) -> None:
         """`model`'s process, started under the previous config, keeps running: it is READY
         here, with the leases its in-flight requests still hold (`lease_ids`, fresh ids of
-        this scheduler; release each with `on_served`). Call before the first request."""
+        this scheduler; release each with `on_served`), on the (devices, usage) `placement`
+        it had. Call before the first request."""
+        if placement is not None and self._residency.need(model) is not None:
+            self._residency.adopt(model, *placement)
         self._phase[model] = Phase.READY
         self._idle_since[model] = now
         self._ready_at[model] = now
@@ -216,6 +267,19 @@ class Scheduler:
         self._phase[model] = Phase.STOPPING
 
     # ---- events ----------------------------------------------------------------------------
+
+    def on_devices(self, capacity: Mapping[str, int], now: float) -> list[Effect]:
+        """The devices became known (detected at start): bytes per device name."""
+        self._now = now
+        self._residency.set_capacity(capacity)
+        return self._drain(now)
+
+    def on_measured(self, model: str, measured: Mapping[str, int]) -> dict[str, int] | None:
+        """What `model`'s processes hold per device, read once it was ready. Placement counts
+        max(placed, measured) from now on; returns that usage (None: not placed)."""
+        if not self._residency.places(model):
+            return None
+        return self._residency.measured(model, measured)
 
     def on_request(self, request_id: int, model: str, now: float) -> list[Effect]:
         """A request for `model` (a real model id) arrived."""
@@ -235,20 +299,30 @@ class Scheduler:
         return effects
 
     def on_swap_done(
-        self, swap_id: int, error: str | None, now: float, load_time: float | None = None
+        self,
+        swap_id: int,
+        error: str | None,
+        now: float,
+        load_time: float | None = None,
+        slept: Collection[str] | None = None,
     ) -> list[Effect]:
-        """A launched swap finished: evicted models are stopped; the target is ready or failed.
-        `load_time`: how long the target took from start to ready, when it was started."""
+        """A launched swap finished: evicted models are stopped (those in `slept` are asleep;
+        default: every one it asked to sleep); the target is ready or failed. `load_time`: how
+        long the target took from start (or wake) to ready."""
         self._now = now
         swap = self._swaps.pop(swap_id, None)
         if swap is None:
             return []
         effects: list[Effect] = []
+        asleep = swap.sleep if slept is None else frozenset(slept) & swap.sleep
         for model in swap.evict:
-            self._phase[model] = Phase.STOPPED
+            self._phase[model] = Phase.ASLEEP if model in asleep else Phase.STOPPED
             self._ready_at.pop(model, None)
         target = swap.target
         if error is None:
+            if swap.wake and load_time is not None:
+                self._wake_times.observe(target, load_time)
+                load_time = None  # a wake says nothing of how long a start takes
             self._started(target, now, load_time, fresh=not swap.refresh)
             for waiting in swap.waiters:
                 del self._swap_of_waiter[waiting.request_id]
@@ -319,9 +393,10 @@ class Scheduler:
         return self._drain(now)
 
     def on_exited(self, model: str, now: float) -> list[Effect]:
-        """A ready model's process exited on its own (a crash). It will be started on demand."""
+        """A ready (or sleeping) model's process exited on its own (a crash). It will be
+        started on demand."""
         self._now = now
-        if self._phase.get(model) is Phase.READY:
+        if self._phase.get(model) in (Phase.READY, Phase.ASLEEP):
             self._phase[model] = Phase.STOPPED
             self._ready_at.pop(model, None)
         return self._drain(now)
@@ -350,7 +425,8 @@ class Scheduler:
                 del self._swaps[swap.swap_id]
         effects.extend(
             self._stop_now(
-                sorted(m for m in targets if self._phase[m] is Phase.READY), StopReason.UNLOAD
+                sorted(m for m in targets if self._phase[m] in (Phase.READY, Phase.ASLEEP)),
+                StopReason.UNLOAD,
             )
         )
         effects.extend(self._drain(now))
@@ -440,7 +516,7 @@ class Scheduler:
                     self._phase[model] = Phase.STOPPING
                 if not swap.refresh:
                     self._phase[swap.target] = Phase.STARTING
-                effects.append(StartSwap(swap.swap_id, swap.target, swap.evict))
+                effects.append(self._effect(swap))
         return effects
 
     def _ordered(self, now: float) -> list[Waiting]:
@@ -483,27 +559,86 @@ class Scheduler:
                 return False
             if self._lease_count[model] >= self._rules[model].concurrency_limit:
                 return False
-            evict = self._policy.evictions(model, self._running() - {model})
+            decided = self._evictions(model, now)
+            if isinstance(decided, Refused):  # cannot happen for a resident model
+                effects.append(self._reject(waiting.request_id, 503, decided.message))
+                return True
+            evict, placed = decided
             if not evict:
                 effects.append(self._grant(waiting.request_id, model))
                 return True
-            return self._plan(waiting, evict, now, refresh=True)
+            return self._plan(waiting, evict, now, refresh=True, placed=placed)
         backoff = self.backoff(model, now)
         if backoff is not None:
             message = self._backoff_message(model, backoff, now)
             effects.append(self._reject(waiting.request_id, 503, message))
             return True
-        evict = self._policy.evictions(model, self._running() - {model})
-        return self._plan(waiting, evict, now, refresh=False)
+        decided = self._evictions(model, now)
+        if isinstance(decided, Refused):
+            effects.append(self._reject(waiting.request_id, 503, decided.message))
+            return True
+        evict, placed = decided
+        return self._plan(waiting, evict, now, refresh=False, placed=placed)
 
-    def _plan(self, waiting: Waiting, evict: frozenset[str], now: float, *, refresh: bool) -> bool:
+    def _evictions(self, model: str, now: float) -> tuple[frozenset[str], Placed | None] | Refused:
+        """Which running models must go for `model` (and where placement puts it)."""
+        running = self._running() - {model}
+        if not self._residency.places(model):
+            return self._policy.evictions(model, running), None
+        placed_here = frozenset(m for m in running if self._residency.places(m))
+        others = self._policy.evictions(model, running - placed_here)
+        if self._phase[model] is Phase.READY:  # resident where it is: the fast path
+            return others, None
+        busy = {m for m, n in self._lease_count.items() if n}
+        busy.update(s.target for s in self._swaps.values())
+        busy.update(m for m, p in self._phase.items() if p is Phase.STARTING)
+        asleep = [m for m, p in self._phase.items() if p is Phase.ASLEEP]
+
+        def stop_cost(m: str) -> float:
+            load = self._load_times.seconds(m, self._settings.default_load_time)
+            return eviction_cost(load, now - self._idle_since.get(m, now))
+
+        def cost(m: str) -> float:  # of making room: a model that can sleep comes back fast
+            if not self._residency.can_sleep(m):
+                return stop_cost(m)
+            wake = self._wake_times.seconds(m, DEFAULT_WAKE_TIME_S)
+            return eviction_cost(wake, now - self._idle_since.get(m, now))
+
+        decision = self._residency.decide(model, placed_here, busy, cost, asleep, stop_cost)
+        if isinstance(decision, Refused):
+            return decision
+        assert decision is not None  # places(model) holds
+        # Models not placed by memory hold unknown memory: the group policy decides for them.
+        return decision.evict | decision.stop_asleep | others, decision
+
+    def _plan(
+        self,
+        waiting: Waiting,
+        evict: frozenset[str],
+        now: float,
+        *,
+        refresh: bool,
+        placed: Placed | None = None,
+    ) -> bool:
         """Plan a swap to `waiting.model` evicting `evict`, unless that collides or (batch)
         evicts a model still in use. True when the request joined the new swap."""
         if self._collides(waiting.model, evict):
             return False
         if self._settings.policy is Policy.BATCH and not self._may_evict(evict, waiting, now):
             return False
-        swap = _Swap(next(self._swap_ids), waiting.model, evict, [waiting], refresh=refresh)
+        swap = _Swap(
+            next(self._swap_ids),
+            waiting.model,
+            evict,
+            [waiting],
+            refresh=refresh,
+            placed=placed,
+            sleep=placed.sleep if placed is not None else frozenset(),
+            wake=self._phase[waiting.model] is Phase.ASLEEP,
+        )
+        if placed is not None:
+            # Counted where it goes from now on, so later plans in this pass see it there.
+            self._residency.assign(waiting.model, placed)
         self._swaps[swap.swap_id] = swap
         self._swap_of_waiter[waiting.request_id] = swap.swap_id
         return True
@@ -525,7 +660,7 @@ class Scheduler:
 
     def _running(self) -> frozenset[str]:
         """Models that occupy resources now or soon: not stopped, or targeted by a swap."""
-        busy = {m for m, p in self._phase.items() if p is not Phase.STOPPED}
+        busy = {m for m, p in self._phase.items() if p not in (Phase.STOPPED, Phase.ASLEEP)}
         busy.update(s.target for s in self._swaps.values())
         return frozenset(busy)
 

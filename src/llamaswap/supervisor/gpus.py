@@ -1,0 +1,66 @@
+"""The GPUs upstream processes run on: which cards there are, and what a child holds on them.
+
+Blocking I/O (the vendors' tools, the process table): call from a worker thread. The parsing
+lives in `observe.gpu` and `observe.gpu_usage`; this module only asks and sums up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from llamaswap.observe.gpu import (
+    NVIDIA_INFO_QUERY,
+    ROCM_INFO_ARGS,
+    nvidia_command,
+    parse_nvidia_info,
+    parse_rocm_info,
+    run_tool,
+)
+from llamaswap.observe.gpu_usage import (
+    device_by_uuid,
+    measured_usage,
+    process_tree,
+    read_compute_apps,
+)
+
+__all__ = ["Card", "detect_cards", "measure_tree"]
+
+
+@dataclass(frozen=True)
+class Card:
+    """One detected GPU: its runtime index, uuid and memory in bytes."""
+
+    index: int
+    uuid: str
+    memory: int
+
+
+def _nvidia_cards() -> list[Card] | None:
+    text = run_tool(nvidia_command(NVIDIA_INFO_QUERY))
+    if text is None:
+        return None
+    return [Card(i.index, i.uuid, i.memory_bytes or 0) for i in parse_nvidia_info(text)]
+
+
+def detect_cards() -> list[Card]:
+    """The cards `nvidia-smi` (else `rocm-smi`) reports; empty when neither answers."""
+    cards = _nvidia_cards()
+    if cards:
+        return cards
+    text = run_tool(["rocm-smi", *ROCM_INFO_ARGS])
+    if text is None:
+        return []
+    return [Card(i.index, i.uuid, i.memory_bytes or 0) for i in parse_rocm_info(text)]
+
+
+def measure_tree(pid: int, names_by_index: Mapping[int, str]) -> dict[str, int] | None:
+    """Bytes per device name held by `pid` and its descendants (nvidia-smi's per-process
+    view); None when it cannot be read (no nvidia-smi, or the process is gone)."""
+    apps = read_compute_apps()
+    cards = _nvidia_cards()
+    pids = process_tree(pid)
+    if apps is None or cards is None or not pids:
+        return None
+    names = device_by_uuid(((c.index, c.uuid) for c in cards), names_by_index)
+    return measured_usage(apps, pids, names)
