@@ -26,10 +26,17 @@ from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.server import activity_routes
 from llamaswap.server.listing import capability_fields
-from llamaswap.server.scheduling_view import scheduling_fields
+from llamaswap.server.scheduling_view import residency_fields, scheduling_fields
 from llamaswap.server.state import STATE, AppState
 
-__all__ = ["LogBufferHandler", "add_routes", "format_time", "model_status", "ui_config"]
+__all__ = [
+    "LogBufferHandler",
+    "add_routes",
+    "format_time",
+    "model_status",
+    "swap_history",
+    "ui_config",
+]
 
 INVALID_LOGGER = "invalid logger. Use 'proxy', 'upstream' or a model's ID"
 STREAM_HEADERS = {
@@ -233,6 +240,7 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
             "unlisted": model.unlisted,
             "peerID": "",
             **scheduling_fields(state.router, model_id),
+            **residency_fields(state.config, state.router, model_id),
         }
         if model.aliases:
             entry["aliases"] = list(model.aliases)
@@ -254,6 +262,20 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def swap_history(bus: EventBus, now: float | None = None) -> dict[str, Any]:
+    """The `swapHistory` payload: the latest swaps (the bus keeps them), oldest first, each
+    as its `swap` event plus `at` (Unix seconds) and `ago_s` (seconds before `now`, for
+    a client whose clock differs from ours)."""
+    when = time.time() if now is None else now
+    return {
+        "swaps": [
+            {**kept.event.data, "at": kept.at, "ago_s": round(max(0.0, when - kept.at), 3)}
+            for kept in bus.recent("swap")
+            if isinstance(kept.event.data, dict)
+        ]
+    }
 
 
 def ui_config(state: AppState) -> dict[str, Any]:
@@ -312,6 +334,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     first = b"".join(
         (
             sse_frame("modelStatus", model_status(state)),
+            sse_frame("swapHistory", swap_history(_bus(state))),
             _log_frame("proxy", proxy.history()),
             _log_frame("upstream", upstream.history()),
             sse_frame("inflight", {"operation": "snapshot", "requests": state.inflight.snapshot()}),

@@ -14,8 +14,9 @@ const HISTORY_MS = 30 * 60 * 1000; // keep half an hour of state changes
 export const store = {
   models: [],            // the latest modelStatus payload
   received: false,       // whether a modelStatus arrived yet
+  modelsAt: 0,           // browser time (ms) at which the latest modelStatus arrived
   lanes: new Map(),      // id -> [{state, t}] state changes, oldest first
-  swaps: [],             // [{t, target, evicted, error, duration_s}]
+  swaps: [],             // [{t, target, evicted, error, duration_s}], oldest first; from swapHistory, then live
   inflight: new Map(),   // id -> {...request, since} (since: browser clock when it started)
   inflightReceived: false, // whether an inflight snapshot arrived yet
   queue: [],             // [{t, depth}] queue depth changes, oldest first
@@ -33,6 +34,7 @@ function onModelStatus(all) {
   // Models page lists them from /v1/models.
   const list = all.filter((m) => !m.peerID);
   store.models = list;
+  store.modelsAt = now;
   store.received = true;
   for (const m of list) {
     let lane = store.lanes.get(m.id);
@@ -55,6 +57,14 @@ function onEvent(frame) {
     store.swaps.push({ ...payload, t: Date.now() });
     const cutoff = Date.now() - HISTORY_MS;
     while (store.swaps.length && store.swaps[0].t < cutoff) store.swaps.shift();
+  }
+  else if (msg.type === "swapHistory" && Array.isArray(payload?.swaps)) {
+    // Sent on each (re)connection: it holds every recent swap, so it replaces the list.
+    // `ago_s` (not `at`) places them, so the server's clock need not match ours.
+    const now = Date.now();
+    store.swaps = payload.swaps
+      .map((sw) => ({ ...sw, t: now - (sw.ago_s || 0) * 1000 }))
+      .filter((sw) => sw.t >= now - HISTORY_MS);
   }
   else if (msg.type === "inflight" && payload) onInflight(payload);
   else if (msg.type === "profileChanged" && payload) store.activeProfile = payload.active ?? null;
