@@ -79,7 +79,7 @@ async def test_initial_snapshot_then_live_events() -> None:
                 "pid": None,
             }
             assert status[1]["aliases"] == ["b-alias"]
-            assert await reader.next() == ("swapHistory", {"swaps": []})
+            assert await reader.next() == ("history", {"swaps": [], "states": []})
             assert await reader.next() == (
                 "logData",
                 {"source": "proxy", "data": "[WARN] history line\n"},
@@ -174,7 +174,7 @@ async def test_model_status_shows_group_ttl_time_left_port_and_pid() -> None:
         assert idle[1]["pid"] is None and idle[1]["unloadInS"] is None  # b never started
 
 
-async def test_swaps_before_the_client_came_are_in_the_initial_snapshot() -> None:
+async def test_swaps_and_state_changes_before_the_client_came_are_in_the_initial_snapshot() -> None:
     async with (
         running_llamaswap(fake_models_yaml(["a", "b"])) as (base, _),
         aiohttp.ClientSession() as session,
@@ -184,7 +184,7 @@ async def test_swaps_before_the_client_came_are_in_the_initial_snapshot() -> Non
                 assert r.status == 200
         async with session.get(f"{base}/api/events") as resp:
             reader = EventReader(resp)
-            history = await reader.until("swapHistory")
+            history = await reader.until("history")
     swaps = history["swaps"]
     assert [(s["target"], s["evicted"], s["error"]) for s in swaps] == [
         ("a", [], None),
@@ -193,3 +193,13 @@ async def test_swaps_before_the_client_came_are_in_the_initial_snapshot() -> Non
     assert swaps[0]["at"] <= swaps[1]["at"]
     assert swaps[0]["ago_s"] >= swaps[1]["ago_s"] >= 0
     assert all(s["duration_s"] > 0 for s in swaps)
+    states = history["states"]
+    assert [(s["id"], s["old"], s["new"]) for s in states] == [
+        ("a", "stopped", "starting"),
+        ("a", "starting", "ready"),
+        ("a", "ready", "stopping"),
+        ("a", "stopping", "stopped"),
+        ("b", "stopped", "starting"),
+        ("b", "starting", "ready"),
+    ]
+    assert [s["at"] for s in states] == sorted(s["at"] for s in states)

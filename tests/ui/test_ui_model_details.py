@@ -1,7 +1,7 @@
 """The Models page's buttons and per-model details, and the Timeline's swap history:
 the profile switcher is hidden without profiles, Load/Unload follow the model's state, each
-model shows its group, ttl, time left, port and pid, and the Timeline shows the swaps made
-before it was opened, with labels that do not overlap."""
+model shows its group, ttl, time left, port and pid, and the Timeline shows the swaps and
+state changes made before it was opened, with swap labels that do not overlap."""
 
 from __future__ import annotations
 
@@ -100,6 +100,12 @@ def test_ui_timeline_shows_earlier_swaps_with_labels_apart(browser: Any, tmp_pat
             expect(page.locator("#swap-list li").first).to_contain_text("evicted alpha")
             swaps = page.locator("svg.timeline g.swap")
             expect(swaps).to_have_count(6)
+            # The lanes are rebuilt from the state changes the server kept: each model was
+            # ready three times (beta still is).
+            alpha_ready = page.locator('g.lane[data-model="alpha"] rect.seg-ready')
+            beta_ready = page.locator('g.lane[data-model="beta"] rect.seg-ready')
+            expect(alpha_ready).to_have_count(3)
+            expect(beta_ready).to_have_count(3)
             boxes = page.evaluate(LABEL_BOXES)
             # Newest first: the latest swap of each lane keeps its label.
             assert boxes[0] is not None and boxes[1] is not None
@@ -112,6 +118,7 @@ def test_ui_timeline_shows_earlier_swaps_with_labels_apart(browser: Any, tmp_pat
             # A reconnection's snapshot replaces the list: nothing is doubled.
             page.reload()
             expect(swaps).to_have_count(6)
+            expect(alpha_ready).to_have_count(3)
             assert server.chat("alpha").status == 200
             expect(swaps).to_have_count(7)
             expect(page.locator("#swap-list li")).to_have_count(7)

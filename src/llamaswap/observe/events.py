@@ -7,8 +7,9 @@ a fresh snapshot). Subscribers receive only events published after they subscrib
 publish order, each stamped with a bus-wide increasing `seq`.
 
 The bus also keeps the last few events of some kinds (`history`: by default the last
-`SWAP_HISTORY` swaps) with the wall-clock time they were published, so that a client that
-connects later can be shown what happened before it came (`recent(kind)`).
+`SWAP_HISTORY` swaps and `STATE_HISTORY` process state changes) with the wall-clock time
+they were published, so that a client that connects later can be shown what happened
+before it came (`recent(kind)`).
 
 Only the event-loop thread may call `publish` (asyncio queues are not thread-safe); code
 on other threads uses `loop.call_soon_threadsafe(bus.publish, kind, data)`.
@@ -27,6 +28,7 @@ from typing import Any, Generic, Self, TypeVar
 __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_MAXSIZE",
+    "STATE_HISTORY",
     "SWAP_HISTORY",
     "Event",
     "EventBus",
@@ -39,7 +41,8 @@ T = TypeVar("T")
 
 DEFAULT_MAXSIZE = 1024
 SWAP_HISTORY = 100
-DEFAULT_HISTORY: Mapping[str, int] = {"swap": SWAP_HISTORY}
+STATE_HISTORY = 4 * SWAP_HISTORY  # a swap is about four changes (starting, ready, stopping…)
+DEFAULT_HISTORY: Mapping[str, int] = {"swap": SWAP_HISTORY, "modelState": STATE_HISTORY}
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ __all__ = [
     "add_routes",
     "format_time",
     "model_status",
-    "swap_history",
+    "recent_history",
     "ui_config",
 ]
 
@@ -264,18 +264,21 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
     return out
 
 
-def swap_history(bus: EventBus, now: float | None = None) -> dict[str, Any]:
-    """The `swapHistory` payload: the latest swaps (the bus keeps them), oldest first, each
-    as its `swap` event plus `at` (Unix seconds) and `ago_s` (seconds before `now`, for
-    a client whose clock differs from ours)."""
+def recent_history(bus: EventBus, now: float | None = None) -> dict[str, Any]:
+    """The `history` payload: the latest swaps and process state changes (the bus keeps
+    them), oldest first, each as its `swap` / `modelState` event plus `at` (Unix seconds) and
+    `ago_s` (seconds before `now`, for a client whose clock differs from ours)."""
     when = time.time() if now is None else now
-    return {
-        "swaps": [
-            {**kept.event.data, "at": kept.at, "ago_s": round(max(0.0, when - kept.at), 3)}
-            for kept in bus.recent("swap")
-            if isinstance(kept.event.data, dict)
+
+    def kept(kind: str) -> list[dict[str, Any]]:
+        return [
+            {**k.event.data, "at": k.at, "ago_s": round(max(0.0, when - k.at), 3)}
+            for k in bus.recent(kind)
+            # a reload's marker (`id` None) is no model's change
+            if isinstance(k.event.data, dict) and k.event.data.get("id", "") is not None
         ]
-    }
+
+    return {"swaps": kept("swap"), "states": kept("modelState")}
 
 
 def ui_config(state: AppState) -> dict[str, Any]:
@@ -334,7 +337,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     first = b"".join(
         (
             sse_frame("modelStatus", model_status(state)),
-            sse_frame("swapHistory", swap_history(_bus(state))),
+            sse_frame("history", recent_history(_bus(state))),
             _log_frame("proxy", proxy.history()),
             _log_frame("upstream", upstream.history()),
             sse_frame("inflight", {"operation": "snapshot", "requests": state.inflight.snapshot()}),

@@ -181,8 +181,8 @@ export function mount(view, store) {
   const onResize = () => draw();
   window.addEventListener("resize", onResize);
   const off = store.subscribe((kind) => {
-    if (kind === "modelStatus" || kind === "swap" || kind === "swapHistory" || kind === "queue") draw();
-    if (kind === "swap" || kind === "swapHistory") listSwaps();
+    if (kind === "modelStatus" || kind === "swap" || kind === "history" || kind === "queue") draw();
+    if (kind === "swap" || kind === "history") listSwaps();
   });
   return () => { clearInterval(timer); off(); window.removeEventListener("resize", onResize); };
 }
