@@ -143,3 +143,22 @@ async def test_feed_is_reusable_for_other_items() -> None:
     assert closed == [True]
     assert feed.dropped == 1
     assert [chunk async for chunk in feed] == [b"a", b"b"]
+
+
+def test_bus_keeps_the_latest_events_of_chosen_kinds_with_their_time() -> None:
+    clock = iter(range(100, 200))
+    bus = EventBus(history={"swap": 3}, wall_clock=lambda: float(next(clock)))
+    for i in range(5):
+        bus.publish("swap", {"n": i})
+        bus.publish("queue", {"depth": i})
+    kept = bus.recent("swap")
+    assert [r.event.data["n"] for r in kept] == [2, 3, 4]  # the oldest fell out
+    assert [r.at for r in kept] == [102.0, 103.0, 104.0]
+    assert bus.recent("queue") == []  # not a kept kind
+
+
+def test_default_bus_keeps_recent_swaps() -> None:
+    bus = EventBus()
+    bus.publish("swap", {"target": "a"})
+    assert [r.event.data for r in bus.recent("swap")] == [{"target": "a"}]
+    assert abs(bus.recent("swap")[0].at - time.time()) < 5

@@ -221,7 +221,8 @@ async def test_client_leaving_mid_stream_still_records_a_row() -> None:
             resp.close()
         await wait_until(lambda: total_rows(state) == 1, DEADLINE, message="a row")
         row = (await rows(session, base))["data"][0]
-        assert row["resp_status_code"] == 200
+        assert row["resp_status_code"] == 499  # the client closed the request
+        assert row["resp_content_type"] == "text/event-stream"
         assert row["tokens"]["output_tokens"] == 0  # the usage event never came
 
 

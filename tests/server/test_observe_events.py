@@ -48,7 +48,7 @@ def state_of(status: list[dict[str, Any]], model: str) -> str:
 
 async def test_initial_snapshot_then_live_events() -> None:
     config = fake_models_yaml(["a", "b"]) + "    aliases: [b-alias]\n"  # on b, the last
-    async with running_llamaswap(config) as (base, _), aiohttp.ClientSession() as session:
+    async with running_llamaswap(config) as (base, state), aiohttp.ClientSession() as session:
         logging.getLogger("llamaswap.test").warning("history line")
         async with session.get(f"{base}/api/events") as resp:
             assert resp.status == 200
@@ -71,8 +71,15 @@ async def test_initial_snapshot_then_live_events() -> None:
                 "queued": 0,
                 "loadTimeS": None,
                 "backoff": None,
+                "group": "(default)",
+                "ttl": 0,
+                "idleS": None,
+                "unloadInS": None,
+                "port": state.config.start_port,
+                "pid": None,
             }
             assert status[1]["aliases"] == ["b-alias"]
+            assert await reader.next() == ("history", {"swaps": [], "states": []})
             assert await reader.next() == (
                 "logData",
                 {"source": "proxy", "data": "[WARN] history line\n"},
@@ -130,3 +137,69 @@ async def test_model_status_has_capabilities_and_peer_models() -> None:
     assert status[0]["capabilities"] == {"vision": True, "function_calling": True}
     assert status[0]["context_length"] == 4096
     assert status[1]["state"] == "stopped"
+
+
+async def test_model_status_shows_group_ttl_time_left_port_and_pid() -> None:
+    config = fake_models_yaml(["a", "b"]).replace("--model a\n", "--model a\n    ttl: 60\n") + (
+        "groups:\n  pair:\n    members: [a]\n"
+    )
+    async with (
+        running_llamaswap(config) as (base, state),
+        aiohttp.ClientSession() as session,
+        session.get(f"{base}/api/events") as resp,
+    ):
+        reader = EventReader(resp)
+        _, status = await reader.next()
+        a, b = status
+        assert (a["group"], a["ttl"], a["pid"], a["idleS"], a["unloadInS"]) == (
+            "pair",
+            60,
+            None,
+            None,
+            None,
+        )
+        assert (b["group"], b["ttl"]) == ("(default)", 0)
+        port_a = int(state.config.models["a"].proxy.rsplit(":", 1)[1])
+        assert a["port"] == port_a and b["port"] != port_a
+        async with session.post(f"{base}/v1/chat/completions", json={"model": "a"}) as r:
+            assert r.status == 200
+        # Once the request is done, a is idle: its ttl counts down.
+        idle = await reader.until(
+            "modelStatus", lambda s: s[0]["state"] == "ready" and s[0]["idleS"] is not None
+        )
+        a = idle[0]
+        assert a["pid"] == state.router.processes["a"].pid is not None
+        assert 0 <= a["idleS"] < 10
+        assert abs(a["unloadInS"] + a["idleS"] - 60) <= 0.2
+        assert idle[1]["pid"] is None and idle[1]["unloadInS"] is None  # b never started
+
+
+async def test_swaps_and_state_changes_before_the_client_came_are_in_the_initial_snapshot() -> None:
+    async with (
+        running_llamaswap(fake_models_yaml(["a", "b"])) as (base, _),
+        aiohttp.ClientSession() as session,
+    ):
+        for model in ("a", "b"):
+            async with session.post(f"{base}/v1/chat/completions", json={"model": model}) as r:
+                assert r.status == 200
+        async with session.get(f"{base}/api/events") as resp:
+            reader = EventReader(resp)
+            history = await reader.until("history")
+    swaps = history["swaps"]
+    assert [(s["target"], s["evicted"], s["error"]) for s in swaps] == [
+        ("a", [], None),
+        ("b", ["a"], None),
+    ]
+    assert swaps[0]["at"] <= swaps[1]["at"]
+    assert swaps[0]["ago_s"] >= swaps[1]["ago_s"] >= 0
+    assert all(s["duration_s"] > 0 for s in swaps)
+    states = history["states"]
+    assert [(s["id"], s["old"], s["new"]) for s in states] == [
+        ("a", "stopped", "starting"),
+        ("a", "starting", "ready"),
+        ("a", "ready", "stopping"),
+        ("a", "stopping", "stopped"),
+        ("b", "stopped", "starting"),
+        ("b", "starting", "ready"),
+    ]
+    assert [s["at"] for s in states] == sorted(s["at"] for s in states)

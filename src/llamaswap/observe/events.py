@@ -6,6 +6,11 @@ counted in its `dropped` (a consumer that sees the count grow can resynchronise,
 a fresh snapshot). Subscribers receive only events published after they subscribed, in
 publish order, each stamped with a bus-wide increasing `seq`.
 
+The bus also keeps the last few events of some kinds (`history`: by default the last
+`SWAP_HISTORY` swaps and `STATE_HISTORY` process state changes) with the wall-clock time
+they were published, so that a client that connects later can be shown what happened
+before it came (`recent(kind)`).
+
 Only the event-loop thread may call `publish` (asyncio queues are not thread-safe); code
 on other threads uses `loop.call_soon_threadsafe(bus.publish, kind, data)`.
 """
@@ -14,15 +19,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Iterable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 
-__all__ = ["DEFAULT_MAXSIZE", "Event", "EventBus", "Feed", "Subscription"]
+__all__ = [
+    "DEFAULT_HISTORY",
+    "DEFAULT_MAXSIZE",
+    "STATE_HISTORY",
+    "SWAP_HISTORY",
+    "Event",
+    "EventBus",
+    "Feed",
+    "Recent",
+    "Subscription",
+]
 
 T = TypeVar("T")
 
 DEFAULT_MAXSIZE = 1024
+SWAP_HISTORY = 100
+STATE_HISTORY = 4 * SWAP_HISTORY  # a swap is about four changes (starting, ready, stopping…)
+DEFAULT_HISTORY: Mapping[str, int] = {"swap": SWAP_HISTORY, "modelState": STATE_HISTORY}
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +52,14 @@ class Event:
     kind: str
     data: Any
     seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Recent:
+    """A kept event and the wall-clock time (`time.time()`) at which it was published."""
+
+    at: float
+    event: Event
 
 
 class Feed(Generic[T]):
@@ -129,7 +157,16 @@ class Subscription(Feed[Event]):
 class EventBus:
     """Fan-out of events to subscribers with bounded, dropping queues."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        history: Mapping[str, int] = DEFAULT_HISTORY,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`history`: how many of the latest events of each kind to keep for `recent`."""
+        self._history: dict[str, deque[Recent]] = {
+            kind: deque(maxlen=size) for kind, size in history.items() if size > 0
+        }
+        self._wall_clock = wall_clock
         self._subscribers: list[Subscription] = []
         self._seq = 0
         self._closed = False
@@ -153,10 +190,17 @@ class EventBus:
         """
         self._seq += 1
         event = Event(kind, data, self._seq)
+        kept = self._history.get(kind)
+        if kept is not None:
+            kept.append(Recent(self._wall_clock(), event))
         for sub in self._subscribers:
             if not sub.offer(event):
                 self.dropped += 1
         return event
+
+    def recent(self, kind: str) -> list[Recent]:
+        """The kept events of `kind`, oldest first (empty for a kind that is not kept)."""
+        return list(self._history.get(kind, ()))
 
     def subscribe(
         self, maxsize: int = DEFAULT_MAXSIZE, kinds: Iterable[str] | None = None

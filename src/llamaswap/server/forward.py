@@ -65,6 +65,9 @@ class ResponseTap(Protocol):
     def chunk(self, data: bytes) -> None:
         """A body chunk, called after it was written to the client; must not block."""
 
+    def client_left(self) -> None:
+        """The client hung up before the whole answer was written to it."""
+
 
 # Headers aiohttp would add on its own; a proxy forwards only what the client sent.
 _NO_AUTO_HEADERS: CIMultiDict[None] = CIMultiDict(
@@ -81,6 +84,12 @@ class ProxyRequest(aiohttp.ClientRequest):
 
     def update_auto_headers(self, skip_auto_headers: Iterable[str] | None) -> None:
         self._skip_auto_headers = _NO_AUTO_HEADERS
+
+
+def client_gone(request: web.Request) -> bool:
+    """True when the client's connection is closed or closing (it hung up)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
 
 
 def new_client_session() -> aiohttp.ClientSession:
@@ -182,6 +191,8 @@ async def forward(
         # truncated body; closing the upstream connection cancels its work.
         log.info("stream to/from %s ended early: %s", url, exc)
         upstream.close()
+        if tap is not None and client_gone(request):
+            tap.client_left()
     except BaseException:
         upstream.close()  # cancelled (client left): drop the upstream request too
         raise

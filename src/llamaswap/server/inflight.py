@@ -22,6 +22,8 @@ from llamaswap.errors import ModelNotFound
 from llamaswap.observe.events import EventBus
 from llamaswap.server.auth import redact_headers
 
+CANCELLED_BY_OPERATOR = "request cancelled from /api/inflight"
+
 
 @dataclass
 class InflightRequest:
@@ -89,4 +91,4 @@ class InflightTracker:
         entry = self._requests.get(request_id)
         if entry is None or entry.task is None:
             raise ModelNotFound("inflight request not found")
-        entry.task.cancel()
+        entry.task.cancel(CANCELLED_BY_OPERATOR)  # the reason its activity row shows

@@ -26,10 +26,17 @@ from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.server import activity_routes
 from llamaswap.server.listing import capability_fields
-from llamaswap.server.scheduling_view import scheduling_fields
+from llamaswap.server.scheduling_view import residency_fields, scheduling_fields
 from llamaswap.server.state import STATE, AppState
 
-__all__ = ["LogBufferHandler", "add_routes", "format_time", "model_status", "ui_config"]
+__all__ = [
+    "LogBufferHandler",
+    "add_routes",
+    "format_time",
+    "model_status",
+    "recent_history",
+    "ui_config",
+]
 
 INVALID_LOGGER = "invalid logger. Use 'proxy', 'upstream' or a model's ID"
 STREAM_HEADERS = {
@@ -233,6 +240,7 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
             "unlisted": model.unlisted,
             "peerID": "",
             **scheduling_fields(state.router, model_id),
+            **residency_fields(state.config, state.router, model_id),
         }
         if model.aliases:
             entry["aliases"] = list(model.aliases)
@@ -254,6 +262,23 @@ def model_status(state: AppState) -> list[dict[str, Any]]:
                 }
             )
     return out
+
+
+def recent_history(bus: EventBus, now: float | None = None) -> dict[str, Any]:
+    """The `history` payload: the latest swaps and process state changes (the bus keeps
+    them), oldest first, each as its `swap` / `modelState` event plus `at` (Unix seconds) and
+    `ago_s` (seconds before `now`, for a client whose clock differs from ours)."""
+    when = time.time() if now is None else now
+
+    def kept(kind: str) -> list[dict[str, Any]]:
+        return [
+            {**k.event.data, "at": k.at, "ago_s": round(max(0.0, when - k.at), 3)}
+            for k in bus.recent(kind)
+            # a reload's marker (`id` None) is no model's change
+            if isinstance(k.event.data, dict) and k.event.data.get("id", "") is not None
+        ]
+
+    return {"swaps": kept("swap"), "states": kept("modelState")}
 
 
 def ui_config(state: AppState) -> dict[str, Any]:
@@ -312,6 +337,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
     first = b"".join(
         (
             sse_frame("modelStatus", model_status(state)),
+            sse_frame("history", recent_history(_bus(state))),
             _log_frame("proxy", proxy.history()),
             _log_frame("upstream", upstream.history()),
             sse_frame("inflight", {"operation": "snapshot", "requests": state.inflight.snapshot()}),

@@ -11,6 +11,10 @@ thread for large bodies), the store insert (see `observe.activity` for where), t
 the `activity` event and the token counters.
 Upstream `Accept-Encoding` is reduced to gzip/deflate so that the copy can be decoded.
 
+A request whose client hung up before the whole answer was written (it disconnected, or its
+handler was cancelled from `/api/inflight`) is recorded with status 499 (nginx's "client
+closed request", as llama-swap records it) and what was seen of the answer until then.
+
 A copy that outgrew `COPY_LIMIT` is parsed only if it is an uncompressed event stream (its
 tail holds the usage); otherwise the row is minimal. Such an exchange gets no capture.
 
@@ -22,6 +26,7 @@ keys before the request is served.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -41,6 +46,7 @@ from llamaswap.observe.tokens import (
     parse_response,
 )
 from llamaswap.server.auth import redact_headers
+from llamaswap.server.forward import client_gone
 from llamaswap.server.model_paths import RECORDED_PATHS
 from llamaswap.server.state import AppState
 
@@ -56,6 +62,8 @@ __all__ = [
 log = logging.getLogger("llamaswap.recording")
 
 COPY_LIMIT = 4 * 1024 * 1024
+CLIENT_CLOSED = 499  # nginx's "client closed request"
+CLIENT_CLOSED_MESSAGE = "client closed the request before the answer ended"
 # Bodies above this are parsed on a worker thread, not on the event loop.
 THREAD_PARSE_BYTES = 64 * 1024
 _METADATA_KEY: web.RequestKey[dict[str, str]] = web.RequestKey("llamaswap_metadata")
@@ -110,6 +118,7 @@ class Recorder:
         self._copied = 0
         self.truncated = False
         self.error: tuple[int, str] | None = None
+        self.left: str | None = None  # why the client is gone before the end, if it is
 
     # ---- ResponseTap ------------------------------------------------------------------------
 
@@ -137,6 +146,9 @@ class Recorder:
             self._copy[0] = self._copy[0][-COPY_LIMIT:]
             self._copied = COPY_LIMIT
             self.truncated = True
+
+    def client_left(self, why: str = CLIENT_CLOSED_MESSAGE) -> None:
+        self.left = why
 
     # ---- outcomes ---------------------------------------------------------------------------
 
@@ -168,6 +180,10 @@ class Recorder:
         if self.error is not None:
             status, message = self.error
             parsed = ParsedResponse(TokenMetrics(), wall_ms, message, b"")
+        elif self.left is not None:
+            # Keep the tokens of the part that was sent; the upstream's status is moot.
+            status = CLIENT_CLOSED
+            parsed = dataclasses.replace(parsed, error_msg=self.left)
         state = self.state
         entry = ActivityEntry(
             timestamp=time.time(),
@@ -242,7 +258,8 @@ async def record_exchange(
     exchange when it is a recorded route; `call(None)` otherwise.
 
     RequestErrors are recorded with their status and message, then re-raised. When the
-    client leaves mid-stream, the part seen so far is recorded in the background.
+    client leaves before the answer ended (at any point: queued, loading or mid-stream),
+    the exchange is recorded as 499 with the part seen so far, in the background.
     """
     route = recorded_route(request.method, request.path, forwarded_path)
     if route is None:
@@ -254,8 +271,15 @@ async def record_exchange(
         recorder.fail(exc.status, exc.message)
         await recorder.finish()
         raise
-    except asyncio.CancelledError:
-        if recorder.status is not None:
+    except asyncio.CancelledError as exc:
+        # The handler is cancelled when its client disconnects, or from /api/inflight.
+        reason = exc.args[0] if exc.args and isinstance(exc.args[0], str) else None
+        recorder.client_left(reason or CLIENT_CLOSED_MESSAGE)
+        _finish_later(recorder)
+        raise
+    except ConnectionError:
+        if client_gone(request):  # a write to the client failed: it hung up
+            recorder.client_left()
             _finish_later(recorder)
         raise
     recorder.settle(response)

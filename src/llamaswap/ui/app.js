@@ -14,8 +14,9 @@ const HISTORY_MS = 30 * 60 * 1000; // keep half an hour of state changes
 export const store = {
   models: [],            // the latest modelStatus payload
   received: false,       // whether a modelStatus arrived yet
+  modelsAt: 0,           // browser time (ms) at which the latest modelStatus arrived
   lanes: new Map(),      // id -> [{state, t}] state changes, oldest first
-  swaps: [],             // [{t, target, evicted, error, duration_s}]
+  swaps: [],             // [{t, target, evicted, error, duration_s}], oldest first; from history, then live
   inflight: new Map(),   // id -> {...request, since} (since: browser clock when it started)
   inflightReceived: false, // whether an inflight snapshot arrived yet
   queue: [],             // [{t, depth}] queue depth changes, oldest first
@@ -33,6 +34,7 @@ function onModelStatus(all) {
   // Models page lists them from /v1/models.
   const list = all.filter((m) => !m.peerID);
   store.models = list;
+  store.modelsAt = now;
   store.received = true;
   for (const m of list) {
     let lane = store.lanes.get(m.id);
@@ -56,6 +58,7 @@ function onEvent(frame) {
     const cutoff = Date.now() - HISTORY_MS;
     while (store.swaps.length && store.swaps[0].t < cutoff) store.swaps.shift();
   }
+  else if (msg.type === "history" && payload) onHistory(payload);
   else if (msg.type === "inflight" && payload) onInflight(payload);
   else if (msg.type === "profileChanged" && payload) store.activeProfile = payload.active ?? null;
   else if (msg.type === "uiConfig" && payload) store.uiConfig = payload;
@@ -66,6 +69,33 @@ function onEvent(frame) {
     while (store.queue.length > 1 && store.queue[1].t < now - HISTORY_MS) store.queue.shift();
   }
   store.emit(msg.type, payload);
+}
+
+// Sent on each (re)connection, right after the modelStatus: it holds the recent swaps and
+// state changes, so it replaces what the page had. `ago_s` (not `at`) places them, so the
+// server's clock need not match ours.
+function onHistory(p) {
+  const now = Date.now();
+  const cutoff = now - HISTORY_MS;
+  const when = (e) => now - (e.ago_s || 0) * 1000;
+  if (Array.isArray(p.swaps)) {
+    store.swaps = p.swaps.map((sw) => ({ ...sw, t: when(sw) })).filter((sw) => sw.t >= cutoff);
+  }
+  if (!Array.isArray(p.states)) return;
+  const lanes = new Map();
+  for (const c of p.states) {
+    let lane = lanes.get(c.id);
+    // Before its first kept change the model was in that change's `old` state.
+    if (!lane) { lane = [{ state: c.old, t: 0 }]; lanes.set(c.id, lane); }
+    lane.push({ state: c.new, t: when(c) });
+  }
+  for (const m of store.models) {
+    const lane = lanes.get(m.id) || [];
+    const last = lane[lane.length - 1];
+    if (!last || last.state !== m.state) lane.push({ state: m.state, t: now });
+    while (lane.length > 1 && lane[1].t < cutoff) lane.shift();
+    store.lanes.set(m.id, lane);
+  }
 }
 
 // Elapsed time ticks on the browser's clock: `since` is derived from the server's

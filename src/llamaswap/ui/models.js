@@ -34,6 +34,26 @@ export function schedulingText(m) {
   return parts.join(" · ");
 }
 
+const secs = (n) => `${Math.max(0, Math.round(n))} s`;
+
+/** Where a model runs and how long it stays: group, ttl, idle time or time left before
+ * the ttl unloads it, port and pid. `elapsedS`: seconds since the modelStatus arrived (the
+ * server sends it on changes only, so the countdown ticks here). */
+export function residencyText(m, elapsedS = 0) {
+  const parts = [];
+  if (m.group) parts.push(`group ${m.group}`);
+  if (m.ttl != null) parts.push(m.ttl > 0 ? `ttl ${m.ttl} s` : "no ttl");
+  if (m.unloadInS != null) parts.push(`unloads in ${secs(m.unloadInS - elapsedS)}`);
+  else if (m.idleS != null) parts.push(`idle ${secs(m.idleS + elapsedS)}`);
+  if (m.port != null) parts.push(`port ${m.port}`);
+  if (m.pid != null) parts.push(`pid ${m.pid}`);
+  return parts.join(" · ");
+}
+
+// Load makes sense only for a model that is not (being) loaded; Unload for one that runs.
+const LOADED = new Set(["starting", "ready"]);
+const UNLOADED = new Set(["stopped", "shutdown"]);
+
 /** The crash-loop backoff line, or "" when the model is not backing off. */
 export function backoffText(b) {
   if (!b) return "";
@@ -106,19 +126,24 @@ export function mount(view, store) {
     const caps = el("div", { class: "caps" });
     const sched = el("div", { class: "muted small sched", "data-sched": m.id }, schedulingText(m));
     const backoff = el("pre", { class: "backoff", "data-backoff": m.id, hidden: !m.backoff }, backoffText(m.backoff));
+    const residency = el("div", { class: "muted small residency", "data-residency": m.id }, residencyText(m));
     const logButton = el("button", { type: "button", class: "ghost", onclick: () => toggleLogs(m.id, logBox, logButton) }, "Logs");
     const load = el("button", {
       type: "button",
       onclick: async () => {
-        load.disabled = true;
+        load.disabled = true; // until the modelStatus of the start arrives
         status.textContent = `loading ${m.id}…`;
-        try { await report(apiFetch(`/upstream/${idPath(m.id)}/`), `${m.id} loaded`); }
-        finally { load.disabled = false; }
+        await report(apiFetch(`/upstream/${idPath(m.id)}/`), `${m.id} loaded`);
+        syncButtons(cards.get(m.id), current(m.id));
       },
     }, "Load");
     const unload = el("button", {
       type: "button", class: "ghost",
-      onclick: () => report(apiFetch(`/api/models/unload/${idPath(m.id)}`, { method: "POST" }), `${m.id} unloaded`),
+      onclick: async () => {
+        unload.disabled = true;
+        await report(apiFetch(`/api/models/unload/${idPath(m.id)}`, { method: "POST" }), `${m.id} unloaded`);
+        syncButtons(cards.get(m.id), current(m.id));
+      },
     }, "Unload");
     const title = m.name && m.name !== m.id ? `${m.name}` : "";
     const node = el("div", { class: "card model", "data-model": m.id, "data-state": m.state },
@@ -136,12 +161,35 @@ export function mount(view, store) {
       m.description ? el("p", { class: "desc" }, m.description) : null,
       m.aliases?.length ? el("div", { class: "aliases" }, el("span", { class: "muted small" }, "aliases"), m.aliases.map((a) => el("span", { class: "tag", title: "alias" }, a))) : null,
       sched,
+      residency,
       backoff,
       caps,
       logBox,
     );
-    cards.set(m.id, { node, dot, stateText, caps, sched, backoff });
+    const c = { node, dot, stateText, caps, sched, backoff, residency, load, unload };
+    cards.set(m.id, c);
+    syncButtons(c, m);
     return node;
+  }
+
+  /** The latest modelStatus entry of `id` (undefined once it is gone). */
+  const current = (id) => store.models.find((x) => x.id === id);
+
+  function syncButtons(c, m) {
+    if (!c || !m) return;
+    c.load.disabled = LOADED.has(m.state);
+    c.unload.disabled = UNLOADED.has(m.state);
+  }
+
+  // Seconds since the latest modelStatus, for the idle / unload countdowns.
+  const elapsedS = () => (store.modelsAt ? (Date.now() - store.modelsAt) / 1000 : 0);
+
+  function renderResidency() {
+    const elapsed = elapsedS();
+    for (const m of store.models) {
+      const c = cards.get(m.id);
+      if (c) c.residency.textContent = residencyText(m, elapsed);
+    }
   }
 
   /** The live state of a name a selector or pin points at: a local model's, or null. */
@@ -285,7 +333,9 @@ export function mount(view, store) {
       c.sched.textContent = schedulingText(m);
       c.backoff.hidden = !m.backoff;
       c.backoff.textContent = backoffText(m.backoff);
+      syncButtons(c, m);
     }
+    renderResidency();
     renderSelectors();
     renderPins();
   }
@@ -311,5 +361,6 @@ export function mount(view, store) {
     if (kind === "modelStatus") render();
     else if (kind === "profileChanged") refresh();
   });
-  return () => { alive = false; off(); for (const ctrl of panels.values()) ctrl.abort(); };
+  const ticker = setInterval(renderResidency, 1000);
+  return () => { alive = false; off(); clearInterval(ticker); for (const ctrl of panels.values()) ctrl.abort(); };
 }

@@ -4,7 +4,7 @@ import { el } from "./api.js";
 
 const NS = "http://www.w3.org/2000/svg";
 const WINDOWS = { "1 min": 60e3, "5 min": 300e3, "15 min": 900e3 };
-const LANE_H = 26, GAP = 6, TOP = 22, LABEL_W = 110, QUEUE_H = 44;
+const LANE_H = 30, GAP = 6, TOP = 22, LABEL_W = 110, QUEUE_H = 44;
 
 function s(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -15,6 +15,43 @@ function s(tag, attrs = {}, text) {
 
 const fmtDur = (d) => (d == null ? "?" : d < 1 ? `${Math.round(d * 1000)} ms` : `${d.toFixed(2)} s`);
 const fmtClock = (t) => new Date(t).toLocaleTimeString([], { hour12: false });
+
+// Swap labels sit on one of two rows of their target's lane (baselines from the lane top;
+// 11px text is ~13.3px tall, so the rows are 14px apart).
+const LABEL_ROWS = [12, LANE_H - 4];
+const LABEL_FONT = "11px system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif";
+let measureCtx = null;
+function textWidth(text) {
+  measureCtx ??= document.createElement("canvas").getContext("2d");
+  measureCtx.font = LABEL_FONT;
+  return measureCtx.measureText(text).width;
+}
+
+/** Places labels without overlap: place(lane, x, text) -> {x, row, anchor} on the first row
+ * of the lane where the label's extent is free (right of the marker, or left of it near the
+ * right edge), or null when every row is taken there (the marker keeps its tooltip). */
+function labelPlacer(left, right) {
+  const taken = new Map(); // "lane:row" -> [[x0, x1]]
+  const PAD = 4;
+  return (lane, xs, text) => {
+    const w = textWidth(text);
+    const after = [xs + PAD, xs + PAD + w], before = [xs - PAD - w, xs - PAD];
+    const spans = after[1] <= right || before[0] < left
+      ? [[after, "start"], [before, "end"]] : [[before, "end"], [after, "start"]];
+    for (let row = 0; row < LABEL_ROWS.length; row++) {
+      const key = `${lane}:${row}`;
+      const used = taken.get(key) || [];
+      for (const [[x0, x1], anchor] of spans) {
+        if (x0 < left || x1 > right + 1) continue;
+        if (used.some(([a, b]) => x0 < b + PAD && a < x1 + PAD)) continue;
+        used.push([x0, x1]);
+        taken.set(key, used);
+        return { x: anchor === "start" ? x0 : x1, row, anchor };
+      }
+    }
+    return null;
+  };
+}
 
 export function mount(view, store) {
   let windowMs = WINDOWS["5 min"];
@@ -76,15 +113,22 @@ export function mount(view, store) {
       svg.append(lane);
     });
 
-    for (const sw of store.swaps) {
+    // Newest first, so that when labels crowd the latest ones keep theirs.
+    const placer = labelPlacer(labelW, labelW + plotW);
+    for (const sw of [...store.swaps].reverse()) {
       if (sw.t < from) continue;
       const g = s("g", { class: `swap${sw.error ? " failed" : ""}`, "data-target": sw.target });
       const xs = x(sw.t);
       g.append(s("line", { x1: xs, x2: xs, y1: TOP - 4, y2: height }));
-      const lane = ids.indexOf(sw.target);
-      const ty = TOP + Math.max(lane, 0) * (LANE_H + GAP) + LANE_H / 2 + 4;
-      const anchor = xs > labelW + plotW * 0.7 ? "end" : "start";
-      g.append(s("text", { x: xs + (anchor === "end" ? -4 : 4), y: ty, "text-anchor": anchor }, `⇄ ${sw.target} · ${fmtDur(sw.duration_s)}`));
+      const lane = Math.max(ids.indexOf(sw.target), 0);
+      const text = `⇄ ${sw.target} · ${fmtDur(sw.duration_s)}`;
+      const spot = placer(lane, xs, text);
+      if (spot) {
+        g.append(s("text", {
+          class: "swap-label", x: spot.x, y: TOP + lane * (LANE_H + GAP) + LABEL_ROWS[spot.row],
+          "text-anchor": spot.anchor,
+        }, text));
+      }
       g.append(s("title", {}, `swap to ${sw.target} in ${fmtDur(sw.duration_s)}${sw.evicted?.length ? `, evicted ${sw.evicted.join(", ")}` : ""}${sw.error ? ` — error: ${sw.error}` : ""}`));
       svg.append(g);
     }
@@ -137,8 +181,8 @@ export function mount(view, store) {
   const onResize = () => draw();
   window.addEventListener("resize", onResize);
   const off = store.subscribe((kind) => {
-    if (kind === "modelStatus" || kind === "swap" || kind === "queue") draw();
-    if (kind === "swap") listSwaps();
+    if (kind === "modelStatus" || kind === "swap" || kind === "history" || kind === "queue") draw();
+    if (kind === "swap" || kind === "history") listSwaps();
   });
   return () => { clearInterval(timer); off(); window.removeEventListener("resize", onResize); };
 }
