@@ -187,7 +187,6 @@ def go_float(f: float) -> str:
     return f"{lead}{ds[:point]}.{ds[point:]}"
 
 
-
 def scalar_text(value: Any) -> Any:
     """A YAML scalar as llama-swap reads it into a string field: its Go text (`2024` ->
     "2024", `1.50` -> "1.5", `true` -> "true"). Anything else is returned unchanged."""
@@ -243,10 +242,20 @@ class Loader(_BaseLoader):  # type: ignore[valid-type,misc]
                         key.start_mark,
                     )
                 seen[key.value] = line
-        mapping: dict[Any, Any] = super().construct_mapping(node, deep)
-        if any(not isinstance(k, str) for k in mapping):
-            # Keys are text in llama-swap's typed config (`123:` is the model "123").
-            return {(k if k is None else scalar_text(k)): v for k, v in mapping.items()}
+        self.flatten_mapping(node)
+        mapping: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, list | dict):
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping",
+                    node.start_mark,
+                    "found unhashable key",
+                    key_node.start_mark,
+                )
+            # Keys are text in llama-swap's typed config (`123:` is the model "123"); made
+            # text before insertion so `1` and `true` stay two keys.
+            mapping[scalar_text(key)] = self.construct_object(value_node, deep=deep)
         return mapping
 
 
