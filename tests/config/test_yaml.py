@@ -91,7 +91,7 @@ def test_scalars_in_string_fields_become_text() -> None:
         apiKeys: [8675309]
         models:
           123: {{cmd: {CMD}, name: 2024, description: 1.50, aliases: [456, 1:30, true]}}
-          m: {{cmd: {CMD}, useModelName: 0o17, env: [1e-2], checkEndpoint: 1e6}}
+          m: {{cmd: {CMD}, useModelName: 0o17, env: [1e-2, -0.0, 1e21], checkEndpoint: 1e6}}
         """
     )
     assert c.api_keys == ["8675309"]
@@ -100,7 +100,14 @@ def test_scalars_in_string_fields_become_text() -> None:
     assert numeric.aliases == ["456", "1:30", "true"]
     assert c.resolve_model("456") == "123"
     m = c.models["m"]
-    assert (m.use_model_name, m.env, m.check_endpoint) == ("15", ["0.01"], "1e+06")
+    assert (m.use_model_name, m.check_endpoint) == ("15", "1e+06")
+    assert m.env == ["0.01", "-0", "1e+21"]
+
+
+def test_yaml_1_1_words_in_boolean_fields() -> None:
+    # `yes`/`on` are strings, but yaml.v3 still reads them into a typed bool (so does Go).
+    c = load(f"models:\n  m: {{cmd: {CMD}, unlisted: yes}}\n  n: {{cmd: {CMD}, unlisted: Off}}\n")
+    assert (c.models["m"].unlisted, c.models["n"].unlisted) == (True, False)
 
 
 def test_keys_are_text_and_written_once() -> None:

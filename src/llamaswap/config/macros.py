@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from llamaswap.config.model import Scalar
-from llamaswap.config.yaml12 import go_float
+from llamaswap.config.yaml12 import go_float, load_first
 from llamaswap.errors import ConfigError, ConfigProblem
 
 ENV_MACRO = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
@@ -49,7 +49,7 @@ def substitute_env(
     text: str,
     environ: Mapping[str, str],
     source: str = "",
-    parse: Callable[[str], Any] = yaml.safe_load,
+    parse: Callable[[str], Any] = load_first,
 ) -> str:
     """Replace `${env.NAME}` in the raw YAML text, ignoring occurrences inside YAML comments.
 

@@ -171,7 +171,7 @@ def go_float(f: float) -> str:
     if math.isinf(f):
         return "+Inf" if f > 0 else "-Inf"
     if f == 0:
-        return "0"
+        return "-0" if math.copysign(1, f) < 0 else "0"
     sign, digits, exp = Decimal(repr(f)).normalize().as_tuple()
     assert isinstance(exp, int)
     ds = "".join(map(str, digits))
