@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from tests.config._helpers import load, messages
 
 from llamaswap.config import load_config
 from llamaswap.config.load import parse_yaml
+from llamaswap.config.yaml12 import load_first, loader_on
 from llamaswap.errors import ConfigError
 
 CMD = '"s ${PORT}"'
@@ -211,3 +213,18 @@ def test_explicit_tags() -> None:
     assert isinstance(tree["c"], float)
     (message,) = messages("a: !!int abc\n")
     assert "cannot decode 'abc' as tag:yaml.org,2002:int" in message
+
+
+def test_pure_python_parser_reads_the_same() -> None:
+    # Without libyaml, PyYAML's own parser carries the same rules.
+    text = (
+        "a: [1:30, 1e-2, 0o17, 017, 08, =, yes, on, ~, True, 2024-01-05, 1_000, .5, 0x]\n"
+        "b: {1: x, true: y, <<: {z: 1}}\n"
+        "---\n"
+        "c: [\n"
+    )
+    pure = load_first(text, loader_on(yaml.SafeLoader))
+    assert pure == parse_yaml(text)
+    assert pure["b"] == {"1": "x", "true": "y", "z": 1}
+    with pytest.raises(yaml.YAMLError, match="already defined at line 1"):
+        load_first("a: 1\na: 2\n", loader_on(yaml.SafeLoader))

@@ -14,6 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llamaswap.config.load import parse_yaml
+from llamaswap.config.yaml12 import load_first, loader_on
+
+PURE = loader_on(yaml.SafeLoader)
 
 # Words no schema reads as anything but a string (no y/n/on/off/null spellings, no digits first).
 WORDS = st.from_regex(r"[a-h][a-h0-9_ .-]{0,12}", fullmatch=True).map(str.rstrip)
@@ -46,4 +49,6 @@ def _same(a: Any, b: Any) -> bool:
 @given(tree=TREES, flow=st.sampled_from([None, True, False]))
 def test_new_loader_agrees_with_yaml_1_1_where_the_schemas_agree(tree: Any, flow: Any) -> None:
     text = yaml.safe_dump({"root": tree}, default_flow_style=flow, sort_keys=False)
-    assert _same(parse_yaml(text), yaml.safe_load(text)), text
+    new = parse_yaml(text)
+    assert _same(new, yaml.safe_load(text)), text
+    assert _same(load_first(text, PURE), new), text  # without libyaml too

@@ -36,7 +36,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-__all__ = ["Loader", "go_float", "load_first", "resolve_plain", "scalar_text"]
+__all__ = ["Loader", "go_float", "load_first", "loader_on", "resolve_plain", "scalar_text"]
 
 NULL = "tag:yaml.org,2002:null"
 BOOL = "tag:yaml.org,2002:bool"
@@ -203,70 +203,74 @@ def scalar_text(value: Any) -> Any:
     return value
 
 
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def loader_on(base: type[yaml.SafeLoader]) -> type[yaml.SafeLoader]:
+    """A loader class with llama-swap's rules on `base`'s parser (libyaml's, or PyYAML's own
+    where libyaml is missing)."""
 
+    class Loader(base):  # type: ignore[valid-type,misc]
+        """`base`'s parser with yaml.v3's scalar rules, text keys and unique keys."""
 
-class Loader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """libyaml's parser with yaml.v3's scalar rules, text keys and unique keys."""
+        def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
+            if kind is ScalarNode and implicit[0]:
+                return resolve_plain(value)[0]
+            tag: str = super().resolve(kind, value, implicit)
+            return tag
 
-    def resolve(self, kind: type[Node], value: str, implicit: tuple[bool, bool]) -> str:
-        if kind is ScalarNode and implicit[0]:
-            return resolve_plain(value)[0]
-        tag: str = super().resolve(kind, value, implicit)
-        return tag
-
-    def construct_plain(self, node: ScalarNode) -> Any:
-        """An int, float or timestamp scalar (plain, or with that explicit tag)."""
-        tag, value = resolve_plain(node.value) if node.value else (STR, "")
-        if tag == INT and node.tag == FLOAT:
-            return float(value)
-        if tag != node.tag:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"cannot decode {node.value!r} as {node.tag}", node.start_mark
-            )
-        return value
-
-    def construct_bool(self, node: ScalarNode) -> Any:
-        return self.construct_plain(node)
-
-    def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
-        seen: dict[str, int] = {}
-        for key, _ in node.value:
-            if isinstance(key, ScalarNode) and key.value != "<<":
-                line = key.start_mark.line + 1
-                if key.value in seen:
-                    raise yaml.constructor.ConstructorError(
-                        None,
-                        None,
-                        f'mapping key "{key.value}" already defined at line {seen[key.value]}',
-                        key.start_mark,
-                    )
-                seen[key.value] = line
-        self.flatten_mapping(node)
-        mapping: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, list | dict):
+        def construct_plain(self, node: ScalarNode) -> Any:
+            """An int, float or timestamp scalar (plain, or with that explicit tag)."""
+            tag, value = resolve_plain(node.value) if node.value else (STR, "")
+            if tag == INT and node.tag == FLOAT:
+                return float(value)
+            if tag != node.tag:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    "found unhashable key",
-                    key_node.start_mark,
+                    None, None, f"cannot decode {node.value!r} as {node.tag}", node.start_mark
                 )
-            # Keys are text in llama-swap's typed config (`123:` is the model "123"); made
-            # text before insertion so `1` and `true` stay two keys.
-            mapping[scalar_text(key)] = self.construct_object(value_node, deep=deep)
-        return mapping
+            return value
+
+        def construct_bool(self, node: ScalarNode) -> Any:
+            return self.construct_plain(node)
+
+        def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Any, Any]:
+            seen: dict[str, int] = {}
+            for key, _ in node.value:
+                if isinstance(key, ScalarNode) and key.value != "<<":
+                    line = key.start_mark.line + 1
+                    if key.value in seen:
+                        raise yaml.constructor.ConstructorError(
+                            None,
+                            None,
+                            f'mapping key "{key.value}" already defined at line {seen[key.value]}',
+                            key.start_mark,
+                        )
+                    seen[key.value] = line
+            self.flatten_mapping(node)
+            mapping: dict[Any, Any] = {}
+            for key_node, value_node in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, list | dict):
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        "found unhashable key",
+                        key_node.start_mark,
+                    )
+                # Keys are text in llama-swap's typed config (`123:` is the model "123"); made
+                # text before insertion so `1` and `true` stay two keys.
+                mapping[scalar_text(key)] = self.construct_object(value_node, deep=deep)
+            return mapping
+
+    for tag in (INT, FLOAT, TIMESTAMP):
+        Loader.add_constructor(tag, Loader.construct_plain)
+    Loader.add_constructor(BOOL, Loader.construct_bool)
+    return Loader
 
 
-for _tag in (INT, FLOAT, TIMESTAMP):
-    Loader.add_constructor(_tag, Loader.construct_plain)
-Loader.add_constructor(BOOL, Loader.construct_bool)
+Loader = loader_on(getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
-def load_first(text: str) -> Any:
+def load_first(text: str, loader_class: type[yaml.SafeLoader] = Loader) -> Any:
     """The first document of `text` (None when there is none), as llama-swap reads it."""
-    loader = Loader(text)
+    loader = loader_class(text)
     try:
         if not loader.check_node():
             return None
