@@ -78,6 +78,7 @@ def test_plain_scalars_resolve_as_yaml_v3(text: str, value: Any) -> None:
         ("2024-01-05T10:00:00", "2024-01-05T10:00:00"),  # no zone: not a Go timestamp
         ("2023-02-29", "2023-02-29"),  # no such day
         ("2024-13-01", "2024-13-01"),
+        ("2\u0660\u0662\u0664-01-05", "2\u0660\u0662\u0664-01-05"),  # Arabic-Indic digits
         ("'2024-01-05'", "2024-01-05"),  # quoted: a string as written
     ],
 )

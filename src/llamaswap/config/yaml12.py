@@ -65,10 +65,13 @@ _DOT_FLOAT = re.compile(r"\.[0-9]+(?:[eE][-+]?[0-9]+)?")
 _BAD_UNDERSCORE = re.compile(r"(?<![0-9])_|_(?![0-9])")
 _DATE = r"(\d{4})-(\d{1,2})-(\d{1,2})"
 _TIME = r"(\d{1,2}):(\d{1,2}):(\d{1,2})(?:[.,](\d+))?"
-_TIMESTAMPS = (
-    re.compile(_DATE + "[Tt]" + _TIME + r"(Z|[-+]\d\d:\d\d)"),
-    re.compile(_DATE + " " + _TIME + "()"),
-    re.compile(_DATE + "()()()()()"),
+_TIMESTAMPS = tuple(
+    re.compile(pattern, re.ASCII)  # Go's digits are 0-9 only
+    for pattern in (
+        _DATE + "[Tt]" + _TIME + r"(Z|[-+]\d\d:\d\d)",
+        _DATE + " " + _TIME + "()",
+        _DATE + "()()()()()",
+    )
 )
 _INT64 = 1 << 63
 _UINT64 = 1 << 64
@@ -99,7 +102,7 @@ def _go_float(text: str, pattern: re.Pattern[str]) -> float | None:
 
 def _go_timestamp(text: str) -> str | None:
     """`text` as Go's time.Time prints it (RFC 3339, nanoseconds), if yaml.v3 reads a time."""
-    if len(text) < 5 or not text[:4].isdigit() or text[4] != "-":
+    if len(text) < 5 or text[4] != "-":
         return None
     for pattern in _TIMESTAMPS:
         match = pattern.fullmatch(text)
