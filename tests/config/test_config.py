@@ -357,10 +357,11 @@ def test_deep_nesting_is_refused() -> None:
 
 
 def test_metadata_holds_only_json_values() -> None:
-    # A date in metadata stays a string, as in Go (it made GET /v1/models a 500: a
-    # `datetime.date` is not JSON). Tags making non-JSON values are refused at their path.
+    # A date in metadata is a string (a `datetime.date` made GET /v1/models a 500), written
+    # as llama-swap writes its time.Time (checked against the Go build). Tags making non-JSON
+    # values are refused at their path.
     c = load("models:\n  m: {cmd: s, proxy: 'http://h:1', metadata: {released: 2024-01-05}}\n")
-    assert c.models["m"].metadata == {"released": "2024-01-05"}
+    assert c.models["m"].metadata == {"released": "2024-01-05T00:00:00Z"}
     assert messages("models:\n  m: {cmd: s, metadata: {b: !!binary aGk=}}\n") == [
         "models.m.metadata.b: unsupported value of type bytes (only strings, numbers, "
         "booleans, null, sequences and mappings)"

@@ -25,7 +25,8 @@ def test_group_errors_collected() -> None:
         "groups.g1.members: duplicate model member a found in group: g1",
         "groups.g2.members: model member b is used in multiple groups: g1 and g2",
         'groups.g2.members: group g2: no model config for "ghost"',
-        'groups.g2.members: group g2: no model config for "al"',
+        # `al` is `a`'s alias, resolved to `a` (already in g1).
+        "groups.g2.members: model member al is used in multiple groups: g1 and g2",
     ]
 
 

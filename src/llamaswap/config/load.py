@@ -18,7 +18,6 @@ Every problem found is collected and raised together as one ConfigError.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from llamaswap.config.merge import merge_sources
 from llamaswap.config.model import Config, ModelConfig
 from llamaswap.config.normalise import normalise_raw
 from llamaswap.config.validate import validate
+from llamaswap.config.yaml12 import load_first
 from llamaswap.errors import ConfigError, ConfigProblem
 
 __all__ = ["config_schema", "load_config", "load_config_text", "summarize"]
@@ -52,34 +52,10 @@ MAX_TREE_VALUES = 200_000
 _KNOWN_TOP = {f.alias or n for n, f in Config.model_fields.items()} | {"groups", "matrix"}
 
 
-_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-_NOT_RESOLVED = ("tag:yaml.org,2002:bool", "tag:yaml.org,2002:timestamp")
-
-
-class _Loader(_BaseLoader):  # type: ignore[valid-type,misc]
-    """Safe loader with YAML 1.2 booleans: `on`/`off`/`yes`/`no` stay strings (as in Go).
-
-    Plain timestamps (`2024-01-05`) stay strings too, as Go's decoder keeps them for untyped
-    values: a date in `metadata` must still be a JSON value.
-    """
-
-    yaml_implicit_resolvers = {  # noqa: RUF012 - PyYAML reads this class attribute
-        first: [(tag, rx) for tag, rx in resolvers if tag not in _NOT_RESOLVED]
-        for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-    }
-
-
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
-)
-
-
 def parse_yaml(text: str) -> Any:
-    """Parse YAML text the way the config loader does."""
+    """Parse YAML text the way the config loader does (llama-swap's rules, `yaml12`)."""
     try:
-        return yaml.load(text, Loader=_Loader)
+        return load_first(text)
     except RecursionError as exc:  # the pure-Python parser, when libyaml is missing
         raise yaml.YAMLError("document nests too deeply") from exc
 

@@ -9,15 +9,14 @@ anywhere else the value is formatted as Go's `%v` would.
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable, Iterator, Mapping
-from decimal import Decimal
 from typing import Any
 
 import yaml
 
 from llamaswap.config.model import Scalar
+from llamaswap.config.yaml12 import go_float, load_first
 from llamaswap.errors import ConfigError, ConfigProblem
 
 ENV_MACRO = re.compile(r"\$\{env\.([a-zA-Z_][a-zA-Z0-9_]*)\}")
@@ -50,7 +49,7 @@ def substitute_env(
     text: str,
     environ: Mapping[str, str],
     source: str = "",
-    parse: Callable[[str], Any] = yaml.safe_load,
+    parse: Callable[[str], Any] = load_first,
 ) -> str:
     """Replace `${env.NAME}` in the raw YAML text, ignoring occurrences inside YAML comments.
 
@@ -166,30 +165,8 @@ def format_value(value: Scalar) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return _go_float(value)
+        return go_float(value)
     return str(value)
-
-
-def _go_float(f: float) -> str:
-    if math.isnan(f):
-        return "NaN"
-    if math.isinf(f):
-        return "+Inf" if f > 0 else "-Inf"
-    if f == 0:
-        return "0"
-    sign, digits, exp = Decimal(repr(f)).normalize().as_tuple()
-    assert isinstance(exp, int)
-    ds = "".join(map(str, digits))
-    point = len(ds) + exp  # position of the decimal point relative to the digits
-    lead = "-" if sign else ""
-    if point - 1 < -4 or point - 1 >= 6:  # Go's shortest %g switches at 1e+06
-        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
-        return f"{lead}{mant}e{point - 1:+03d}"
-    if point <= 0:
-        return f"{lead}0.{'0' * -point}{ds}"
-    if point >= len(ds):
-        return lead + ds + "0" * (point - len(ds))
-    return f"{lead}{ds[:point]}.{ds[point:]}"
 
 
 def expand_string(text: str, macros: MacroList) -> Any:

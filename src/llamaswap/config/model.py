@@ -8,21 +8,43 @@ after-validator; everything that can fail is checked by `llamaswap.config.valida
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+import math
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+)
 from pydantic import model_validator as _model_validator
 from pydantic.alias_generators import to_camel
 
 from llamaswap.config.durations import Duration
 from llamaswap.config.resources import DeviceConfig, ResourcesConfig, Sleep
 from llamaswap.config.sizes import ByteSize
+from llamaswap.config.yaml12 import scalar_text
 from llamaswap.errors import ConfigProblem
 
 if TYPE_CHECKING:
     from llamaswap.config.matrix import CompiledMatrix
 
 Scalar = str | int | float | bool
+
+
+def _truncate(value: Any) -> Any:
+    # A float in an int field is truncated, as Go's yaml.v3 does (`ttl: 30.5` is 30).
+    if isinstance(value, float) and math.isfinite(value) and abs(value) < 2**63:
+        return int(value)
+    return value
+
+
+# A string field takes any scalar as its Go text (`name: 2024` is "2024"); see yaml12.
+Text = Annotated[str, BeforeValidator(scalar_text)]
+Int = Annotated[int, BeforeValidator(_truncate)]
 
 DEFAULT_GROUP = "(default)"
 DEFAULT_CONCURRENCY_LIMIT = 10
@@ -74,7 +96,7 @@ def sanitize_set_params(value: Any) -> Any:
 class PeerFilters(_Base):
     """Request-body rewrites: keys removed (`stripParams`) and keys set (`setParams`)."""
 
-    strip_params: list[str] = Field(default_factory=list)
+    strip_params: list[Text] = Field(default_factory=list)
     set_params: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("strip_params", mode="before")
@@ -91,7 +113,7 @@ class PeerFilters(_Base):
 class ModelFilters(PeerFilters):
     """Peer filters plus per-requested-name `setParamsByID`; legacy `strip_params` accepted."""
 
-    strip_params: list[str] = Field(
+    strip_params: list[Text] = Field(
         default_factory=list, validation_alias=AliasChoices("stripParams", "strip_params")
     )
     set_params_by_id: dict[str, dict[str, Any]] = Field(default_factory=dict, alias="setParamsByID")
@@ -100,16 +122,16 @@ class ModelFilters(PeerFilters):
 class Timeouts(_Base):
     """Upstream transport timeouts in seconds; 0 means none."""
 
-    connect: int = 30
-    keepalive: int = 30
-    response_header: int = 0
-    tls_handshake: int = 10
-    expect_continue: int = 1
-    idle_conn: int = 90
+    connect: Int = 30
+    keepalive: Int = 30
+    response_header: Int = 0
+    tls_handshake: Int = 10
+    expect_continue: Int = 1
+    idle_conn: Int = 90
 
 
 class PeerTimeouts(Timeouts):
-    response_header: int = 60
+    response_header: Int = 60
 
 
 class CompatConfig(_Base):
@@ -123,11 +145,11 @@ class CompatConfig(_Base):
 class CapabilitiesConfig(_Base):
     """What a model can do; an all-empty block means "not configured"."""
 
-    inputs: list[str] = Field(default_factory=list, alias="in")
-    out: list[str] = Field(default_factory=list)
+    inputs: list[Text] = Field(default_factory=list, alias="in")
+    out: list[Text] = Field(default_factory=list)
     tools: bool = False
     reranker: bool = False
-    context: int = 0
+    context: Int = 0
 
     def is_empty(self) -> bool:
         return not (self.inputs or self.out or self.tools or self.reranker or self.context)
@@ -136,24 +158,24 @@ class CapabilitiesConfig(_Base):
 class ModelConfig(_Base):
     """One local model: how to start it, where to reach it, how to treat its requests."""
 
-    id: str = ""
-    cmd: str = ""
-    cmd_stop: str = ""
-    proxy: str = DEFAULT_PROXY
-    check_endpoint: str = "/health"
-    ttl: int = -1
-    unload_timeout: int = 0
-    aliases: list[str] = Field(default_factory=list)
-    env: list[str] = Field(default_factory=list)
-    use_model_name: str = ""
+    id: Text = ""
+    cmd: Text = ""
+    cmd_stop: Text = ""
+    proxy: Text = DEFAULT_PROXY
+    check_endpoint: Text = "/health"
+    ttl: Int = -1
+    unload_timeout: Int = 0
+    aliases: list[Text] = Field(default_factory=list)
+    env: list[Text] = Field(default_factory=list)
+    use_model_name: Text = ""
     filters: ModelFilters = Field(default_factory=ModelFilters)
     unlisted: bool = False
-    name: str = ""
-    description: str = ""
+    name: Text = ""
+    description: Text = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
-    concurrency_limit: int = 0
+    concurrency_limit: Int = 0
     # Scheduler overrides (0 / None: the `routing.scheduler` value).
-    max_queue: int = 0
+    max_queue: Int = 0
     max_wait: Duration | None = None
     send_loading_state: bool = False
     timeouts: Timeouts = Field(default_factory=Timeouts)
@@ -183,15 +205,15 @@ class GroupConfig(_Base):
     swap: bool = True
     exclusive: bool = True
     persistent: bool = False
-    members: list[str] = Field(default_factory=list)
+    members: list[Text] = Field(default_factory=list)
 
 
 class MatrixConfig(_Base):
     """Which models may run together: `sets` of DSL expressions over `vars` and model IDs."""
 
-    vars: dict[str, str] = Field(default_factory=dict)
-    evict_costs: dict[str, int] = Field(default_factory=dict, alias="evict_costs")
-    sets: dict[str, str] = Field(default_factory=dict)
+    vars: dict[str, Text] = Field(default_factory=dict)
+    evict_costs: dict[str, Int] = Field(default_factory=dict, alias="evict_costs")
+    sets: dict[str, Text] = Field(default_factory=dict)
 
 
 class RouterSettings(_Base):
@@ -205,7 +227,7 @@ class RouterConfig(_Base):
 
 
 class FifoSettings(_Base):
-    priority: dict[str, int] = Field(default_factory=dict)
+    priority: dict[str, Int] = Field(default_factory=dict)
 
 
 class SchedulerSettings(_Base):
@@ -216,7 +238,7 @@ class BackoffConfig(_Base):
     """Crash-loop backoff: after `after` failed starts in a row (0: never), requests for the
     model are refused for `initial`, doubling on each further failure up to `max`."""
 
-    after: int = Field(default=3, ge=0)
+    after: Int = Field(default=3, ge=0)
     initial: Duration = 5.0
     max: Duration = 300.0
 
@@ -226,7 +248,7 @@ class SchedulerConfig(_Base):
 
     use: Literal["fifo"] = "fifo"
     policy: Literal["batch", "fifo"] = "batch"
-    max_queue: int = Field(default=DEFAULT_MAX_QUEUE, ge=1)
+    max_queue: Int = Field(default=DEFAULT_MAX_QUEUE, ge=1)
     max_wait: Duration = DEFAULT_MAX_WAIT_S
     min_resident: Duration = DEFAULT_MIN_RESIDENT_S
     cancel_abandoned_loads: bool = False
@@ -242,7 +264,7 @@ class RoutingConfig(_Base):
 
 
 class OnStartup(_Base):
-    preload: list[str] = Field(default_factory=list)
+    preload: list[Text] = Field(default_factory=list)
 
 
 class HooksConfig(_Base):
@@ -252,9 +274,9 @@ class HooksConfig(_Base):
 class PeerConfig(_Base):
     """A remote OpenAI-compatible server offering `models`; a plain reverse proxy target."""
 
-    proxy: str = ""
-    api_key: str = ""
-    models: list[str] = Field(default_factory=list)
+    proxy: Text = ""
+    api_key: Text = ""
+    models: list[Text] = Field(default_factory=list)
     filters: PeerFilters = Field(default_factory=PeerFilters)
     timeouts: PeerTimeouts = Field(default_factory=PeerTimeouts)
 
@@ -262,37 +284,37 @@ class PeerConfig(_Base):
 class ProfileConfig(_Base):
     """A named set of pins: requested name -> target (empty target = refuse the name)."""
 
-    description: str = ""
-    pins: dict[str, str | None] = Field(default_factory=dict)
+    description: Text = ""
+    pins: dict[str, Text | None] = Field(default_factory=dict)
 
 
 class SelectorSettings(_Base):
-    spillover: int = 1
+    spillover: Int = 1
 
 
 class SelectorConfig(_Base):
     """A virtual model ID that picks one of `targets` per request by `strategy`."""
 
-    strategy: str = ""
-    targets: list[str] = Field(default_factory=list)
+    strategy: Text = ""
+    targets: list[Text] = Field(default_factory=list)
     settings: SelectorSettings = Field(default_factory=SelectorSettings)
-    name: str = ""
-    description: str = ""
+    name: Text = ""
+    description: Text = ""
     unlisted: bool = False
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
 class StoreConfig(_Base):
-    path: str | None = None
+    path: Text | None = None
 
 
 class PerformanceConfig(_Base):
     disabled: bool = False
-    every: str = "5s"
+    every: Text = "5s"
 
 
 class UIActivity(_Base):
-    session_id: list[str] = Field(
+    session_id: list[Text] = Field(
         default_factory=lambda: list(DEFAULT_SESSION_ID_HEADERS), alias="session_id"
     )
 
@@ -313,7 +335,7 @@ class UIConfig(_Base):
 
 
 class UpstreamConfig(_Base):
-    ignore_paths: list[str] = Field(default_factory=lambda: list(DEFAULT_IGNORE_PATHS))
+    ignore_paths: list[Text] = Field(default_factory=lambda: list(DEFAULT_IGNORE_PATHS))
 
     @field_validator("ignore_paths", mode="after")
     @classmethod
@@ -324,19 +346,19 @@ class UpstreamConfig(_Base):
 class Config(_Base):
     """A whole, validated config file. Build it with `llamaswap.config.load`."""
 
-    health_check_timeout: int = 120
-    log_level: str = "info"
-    log_time_format: str = ""
+    health_check_timeout: Int = 120
+    log_level: Text = "info"
+    log_time_format: Text = ""
     log_to_stdout: Literal["proxy", "upstream", "both", "none"] = "proxy"
     log_requests: bool = False
-    metrics_max_in_memory: int = DEFAULT_METRICS_MAX_IN_MEMORY
-    capture_buffer: int = 5
-    start_port: int = 5800
-    global_ttl: int = Field(default=0, alias="globalTTL")
-    unload_timeout: int = DEFAULT_UNLOAD_TIMEOUT
+    metrics_max_in_memory: Int = DEFAULT_METRICS_MAX_IN_MEMORY
+    capture_buffer: Int = 5
+    start_port: Int = 5800
+    global_ttl: Int = Field(default=0, alias="globalTTL")
+    unload_timeout: Int = DEFAULT_UNLOAD_TIMEOUT
     send_loading_state: bool = False
     include_aliases_in_list: bool = False
-    api_keys: list[str] = Field(default_factory=list)
+    api_keys: list[Text] = Field(default_factory=list)
     macros: dict[str, Scalar] = Field(default_factory=dict)
     models: dict[str, ModelConfig] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)

@@ -140,18 +140,24 @@ def _routing(config: Config, origins: Origins) -> Iterator[ConfigProblem]:
         seen: dict[str, str] = {}
         for name, group in settings.groups.items():
             where = f"{origins.groups}.{name}.members"
-            members: set[str] = set()
-            for m in group.members:
+            members: list[str] = []
+            for written in group.members:
+                # A member may be written as an alias (llama-swap refuses it when starting).
+                m = config.resolve_model(written) or written
                 if m in members:
-                    yield ConfigProblem(where, f"duplicate model member {m} found in group: {name}")
+                    yield ConfigProblem(
+                        where, f"duplicate model member {written} found in group: {name}"
+                    )
                 elif m in seen:
                     yield ConfigProblem(
-                        where, f"model member {m} is used in multiple groups: {seen[m]} and {name}"
+                        where,
+                        f"model member {written} is used in multiple groups: {seen[m]} and {name}",
                     )
                 elif m not in config.models:
                     yield ConfigProblem(where, f'group {name}: no model config for "{m}"')
                 seen.setdefault(m, name)
-                members.add(m)
+                members.append(m)
+            group.members = members
     fifo = config.routing.scheduler.settings.fifo
     priority: dict[str, int] = {}
     for name, value in fifo.priority.items():
