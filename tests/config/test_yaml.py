@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.config._helpers import load, messages
 
 from llamaswap.config import load_config
 from llamaswap.config.load import parse_yaml
 from llamaswap.config.yaml12 import load_first, loader_on
 from llamaswap.errors import ConfigError
+
+from ._helpers import load, messages
 
 CMD = '"s ${PORT}"'
 

@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.helpers import free_port, wait_until_sync
 
+from helpers import free_port, wait_until_sync
 from llamaswap.config import load_config_text
 from llamaswap.config.load import parse_yaml
 
