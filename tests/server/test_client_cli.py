@@ -165,6 +165,12 @@ def test_run_with_a_prompt_streams_the_answer(server: LlamaswapProcess) -> None:
     assert sent["messages"] == [{"role": "user", "content": "say something"}]
 
 
+def test_a_prompt_starting_with_a_dash_follows_double_dash(server: LlamaswapProcess) -> None:
+    result = cli(server, "run", "alpha", "--", "-1 is odd")
+    assert result.returncode == 0, result.stderr
+    assert _last_request_body(server)["messages"] == [{"role": "user", "content": "-1 is odd"}]
+
+
 def test_run_reads_prompts_from_stdin_and_keeps_the_history(server: LlamaswapProcess) -> None:
     result = cli(server, "run", "beta", stdin="first question\n\nsecond question\n")
     assert result.returncode == 0, result.stderr
