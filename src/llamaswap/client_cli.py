@@ -12,7 +12,7 @@ import contextlib
 import http.client
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -32,10 +32,7 @@ class Server:
     """Where the running llamaswap is (`--url`) and the key it wants (`--api-key`)."""
 
     url: str = DEFAULT_URL
-    api_key: str | None = None
-
-    def __repr__(self) -> str:  # never show the key, even in a traceback
-        return f"Server(url={self.url!r})"
+    api_key: str | None = field(default=None, repr=False)  # never shown, even in a traceback
 
 
 def _connection(server: Server) -> tuple[http.client.HTTPConnection, str]:
@@ -102,7 +99,8 @@ def _error_line(server: Server, status: int, body: bytes) -> str:
         if server.api_key:
             return f"{server.url} refused the API key (401)"
         return f"{server.url} wants an API key (401): give --api-key or set LLAMASWAP_API_KEY"
-    return f"{server.url} answered {status}: {error_message(body)}"
+    # A failed start's message carries the upstream's output: keep it on one line.
+    return f"{server.url} answered {status}: {' '.join(error_message(body).split())}"
 
 
 def error_message(body: bytes) -> str:
@@ -268,10 +266,9 @@ def _ps_row(entry: dict[str, Any]) -> tuple[str, ...]:
     if isinstance(backoff, dict):
         state = f"backoff (retry in {duration(backoff.get('retryInS'))})"
     pid = entry.get("pid")
-    ttl = entry.get("ttl")
     idle_left = duration(entry.get("ttlLeftS"))
-    if idle_left == "-" and ttl == 0 and state == "ready":
-        idle_left = "forever"
+    if idle_left == "-" and state == "ready" and not entry.get("inFlight"):
+        idle_left = "forever"  # idle, yet nothing will stop it: no ttl, or keep_alive < 0
     load_time = entry.get("loadTimeS")
     return (
         str(entry.get("model", "?")),
