@@ -10,15 +10,26 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+import pytest
 
 from helpers import wait_until
 from inprocess import chat, fake_models_yaml, running_llamaswap
 from llamaswap.supervisor import ProcessState
 
+# Both scheduler policies keep the promise; each test runs under each.
+pytestmark = pytest.mark.parametrize("policy", ["batch", "fifo"])
 
-async def test_parked_request_survives_a_swap() -> None:
+
+def with_policy(config: str, policy: str) -> str:
+    return config + f"routing:\n  scheduler:\n    policy: {policy}\n"
+
+
+async def test_parked_request_survives_a_swap(policy: str) -> None:
     config = fake_models_yaml(["m1", "m2"])  # one default group: swap + exclusive
-    async with running_llamaswap(config) as (base, state), aiohttp.ClientSession() as session:
+    async with (
+        running_llamaswap(with_policy(config, policy)) as (base, state),
+        aiohttp.ClientSession() as session,
+    ):
         await chat(session, base, "m1")  # load m1
         parked = asyncio.Event()
         release = asyncio.Event()
@@ -55,14 +66,17 @@ async def test_parked_request_survives_a_swap() -> None:
         assert depths == [1, 0]  # published for the UI's queue chart
 
 
-async def test_requests_to_other_models_are_not_blocked_by_a_draining_swap() -> None:
+async def test_requests_to_other_models_are_not_blocked_by_a_draining_swap(policy: str) -> None:
     config = (
         fake_models_yaml(["a", "b", "other"])
         + "groups:\n"
         + "  pair: {swap: true, exclusive: false, members: [a, b]}\n"
         + "  side: {swap: true, exclusive: false, members: [other]}\n"
     )
-    async with running_llamaswap(config) as (base, state), aiohttp.ClientSession() as session:
+    async with (
+        running_llamaswap(with_policy(config, policy)) as (base, state),
+        aiohttp.ClientSession() as session,
+    ):
         await asyncio.gather(chat(session, base, "a"), chat(session, base, "other"))
         parked = asyncio.Event()
         release = asyncio.Event()
@@ -86,9 +100,12 @@ async def test_requests_to_other_models_are_not_blocked_by_a_draining_swap() -> 
         assert (await asyncio.wait_for(swap, 20))["model"] == "b"
 
 
-async def test_client_leaving_while_queued_frees_its_place() -> None:
+async def test_client_leaving_while_queued_frees_its_place(policy: str) -> None:
     config = fake_models_yaml(["m1", "m2"])
-    async with running_llamaswap(config) as (base, state), aiohttp.ClientSession() as session:
+    async with (
+        running_llamaswap(with_policy(config, policy)) as (base, state),
+        aiohttp.ClientSession() as session,
+    ):
         await chat(session, base, "m1")
         parked = asyncio.Event()
         release = asyncio.Event()

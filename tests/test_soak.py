@@ -90,12 +90,22 @@ async def client(base: str, seed: int, deadline: float, tally: Tally) -> None:
             await one_request(session, base, rng, tally)
 
 
-@pytest.fixture
-def soak_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+# Each policy soaks for half the time. `batch` runs with the default admission (requests
+# queue), `fifo` with a written concurrencyLimit (llama-swap's reservations); 16 clients never
+# reach either bound, so any refusal is a failure.
+POLICIES = {"batch": "", "fifo": "concurrencyLimit: 64"}
+
+
+@pytest.fixture(params=sorted(POLICIES))
+def soak_server(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    policy = str(request.param)
     config = tmp_path / "soak.yaml"
     config.write_text(
         f"startPort: {free_port_block(8)}\nhealthCheckTimeout: 30\n"
-        + fake_models_yaml(MODELS, extra="concurrencyLimit: 64")  # admission is not under test
+        + f"routing:\n  scheduler:\n    policy: {policy}\n"
+        + fake_models_yaml(MODELS, extra=POLICIES[policy])
         + "groups:\n"
         + "  left: {swap: true, exclusive: true, members: [alpha, beta]}\n"
         + "  right: {swap: true, exclusive: false, members: [gamma, delta]}\n"
@@ -134,10 +144,11 @@ async def test_swap_storm_loses_no_request(
 
     await wait_until(healthy, timeout=20, message="llamaswap up")
     tally = Tally()
-    deadline = time.monotonic() + SOAK_SECONDS
+    deadline = time.monotonic() + SOAK_SECONDS / len(POLICIES)
     await asyncio.gather(*(client(base, seed, deadline, tally) for seed in range(CLIENTS)))
     with capsys.disabled():  # the counts belong in CI's log
-        print(f"\nsoak: {dict(tally.outcomes)} in {SOAK_SECONDS:.0f}s with {CLIENTS} clients")
+        seconds = SOAK_SECONDS / len(POLICIES)
+        print(f"\nsoak: {dict(tally.outcomes)} in {seconds:.0f}s with {CLIENTS} clients")
     assert proc.poll() is None, "llamaswap died during the soak"
     assert tally.outcomes["ok"] > CLIENTS * 5, tally.outcomes
     assert tally.outcomes["failed"] == 0, tally.failures

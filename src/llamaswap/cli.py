@@ -17,7 +17,7 @@ import click
 
 from llamaswap import __version__, client_cli
 from llamaswap.client_cli import Server
-from llamaswap.errors import ClientError, ConfigError, format_problems
+from llamaswap.errors import ClientError, ConfigError, StoreError, format_problems
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -151,6 +151,9 @@ def serve(
         run(options)
     except ConfigError as exc:
         click.echo(str(exc), err=True)
+        sys.exit(1)
+    except StoreError as exc:
+        click.echo(f"llamaswap: {exc}", err=True)
         sys.exit(1)
     except OSError as exc:
         click.echo(f"llamaswap: {exc}", err=True)

@@ -3,6 +3,7 @@
     LlamaswapError                      base of everything we raise on purpose
     ├── ConfigError                     a config file is unusable; carries every problem found
     ├── CommandError                    a `cmd` string cannot be turned into an argv
+    ├── StoreError                      the activity store file (`store.path`) is unusable
     ├── UpstreamError                   an upstream process could not serve
     │   ├── StartError                  spawn failed, exited during start, or health timed out
     │   ├── StartAborted                a start was cancelled by a stop or shutdown
@@ -65,6 +66,16 @@ class ConfigError(LlamaswapError):
 
 class CommandError(LlamaswapError):
     """A model's `cmd` could not be turned into an argument vector."""
+
+
+class StoreError(LlamaswapError):
+    """The activity store file cannot be used: another schema, corrupt, read-only, full.
+    The message names the file and says what is wrong, in words for the operator."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"activity store {path}: {reason}")
+        self.path = path
+        self.reason = reason
 
 
 class UpstreamError(LlamaswapError):

@@ -56,6 +56,7 @@ class Lease:
     _release: Callable[[], None] = field(repr=False)
     # From the config that granted it: a reload may drop the model while the lease is held.
     connect_timeout: float | None = None
+    header_timeout: float | None = None
     _released: bool = field(default=False, repr=False)
 
     def release(self) -> None:
@@ -358,6 +359,7 @@ class Router:
             model.proxy,
             lambda: self._release(grant.request_id),
             connect_timeout=float(model.timeouts.connect),
+            header_timeout=float(model.timeouts.response_header),
         )
         if future is None or future.done():
             lease.release()  # the caller already left: never leave a lease dangling

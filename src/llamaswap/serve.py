@@ -17,8 +17,10 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from llamaswap.config.load import load_config
 from llamaswap.config.model import Config
-from llamaswap.errors import ConfigError
+from llamaswap.errors import ConfigError, StoreError
+from llamaswap.observe.activity import reuse_or_open
 from llamaswap.observe.events import EventBus
+from llamaswap.observe.load_time_store import LoadTimeFile
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.router import Router
 from llamaswap.server import profiles
@@ -26,7 +28,8 @@ from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.protocol import Runner
-from llamaswap.server.state import AppState
+from llamaswap.server.state import AppState, open_store
+from llamaswap.swap.load_times import LoadTime
 
 log = logging.getLogger("llamaswap")
 
@@ -134,6 +137,7 @@ class Server:
         self._state: AppState | None = None
         self._runner: web.AppRunner | None = None
         self._mirror: asyncio.Task[None] | None = None
+        self._load_times: LoadTimeFile | None = None
 
     @property
     def state(self) -> AppState:
@@ -148,8 +152,9 @@ class Server:
         """Start the first config's router, then listen."""
         configure_logging(config)
         report_findings(config)
+        store = open_store(config)  # an unusable store file stops the start before anything runs
         router = await self._new_router(config)
-        self._state = AppState(config, router, ApiKeyChecker(config.api_keys))
+        self._state = AppState(config, router, ApiKeyChecker(config.api_keys), store=store)
         self._runner = Runner(
             build_app(self._state),
             handler_cancellation=True,
@@ -187,9 +192,30 @@ class Server:
         self._preload(config, router)
 
     async def _new_router(self, config: Config) -> Router:
-        router = Router(config, events=self.events, upstream_log=self.upstream_log)
+        # Learned load times live beside the activity rows when the store is a file.
+        self._load_times = LoadTimeFile(config.store.path)
+        router = Router(
+            config,
+            events=self.events,
+            upstream_log=self.upstream_log,
+            load_times=self._load_times.read(),
+            on_load_time=self._save_load_time,
+        )
         await router.__aenter__()
         return router
+
+    def _save_load_time(self, model: str, learned: LoadTime) -> None:
+        if self._load_times is not None:
+            self._load_times.save(model, learned)
+
+    def _follow_store(self, config: Config) -> None:
+        """After a reload that moved `store.path`, learned load times go to the new file."""
+        wanted = LoadTimeFile(config.store.path)
+        if self._load_times is not None and self._load_times.path == wanted.path:
+            return
+        if self._load_times is not None:
+            self._load_times.close()
+        self._load_times = wanted
 
     def _preload(self, config: Config, router: Router) -> None:
         async def preload(model: str) -> None:
@@ -222,16 +248,20 @@ class Server:
         keep running with their in-flight requests; a changed or removed model's process is
         stopped once its requests are done, and a changed one starts afresh on demand.
         """
+        assert self._state is not None
         try:
             config = self.load()
-        except ConfigError as exc:
+            store = reuse_or_open(
+                self._state.activity, config.store.path, config.metrics_max_in_memory
+            )
+        except (ConfigError, StoreError) as exc:
             log.error("config reload rejected, keeping the running config:\n%s", exc)
             return
-        assert self._state is not None
         configure_logging(config)
         report_findings(config)
         router = await self._state.router.hand_over(config)
-        self._state.reconfigure_observe(config)
+        self._state.reconfigure_observe(config, store)
+        self._follow_store(config)
         self._state.config = config
         self._state.router = router
         self._state.keys = ApiKeyChecker(config.api_keys)
@@ -249,6 +279,8 @@ class Server:
         if self._runner is not None:
             await self._runner.cleanup()  # stops accepting, then the app's cleanup stops models
             self._runner = None
+        if self._load_times is not None:
+            self._load_times.close()
 
 
 def _config_stamp(options: ServeOptions) -> tuple[tuple[str, float, int], ...]:

@@ -199,4 +199,4 @@ def test_schema_has_the_new_keys() -> None:
         schema["$defs"]["ResourcesConfig"]["properties"]
     )
     sleep = model["sleep"]["anyOf"][0]
-    assert {"enum": ["vllm"]} in sleep["anyOf"]
+    assert {"anyOf": [{"enum": ["vllm"]}, {"$ref": "#/$defs/MacroReference"}]} in sleep["anyOf"]

@@ -18,7 +18,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,6 +118,8 @@ class LlamaswapProcess:
     # Set when llamaswap serves HTTPS (`--tls-cert-file`): `base` is then https, and this
     # context (trusting the server's certificate) is used for every call.
     ssl_context: ssl.SSLContext | None = None
+    # Run in the child before llamaswap starts (e.g. a resource limit).
+    preexec: Callable[[], None] | None = None
 
     @property
     def config_path(self) -> Path:
@@ -146,7 +148,13 @@ class LlamaswapProcess:
         argv = [sys.executable, "-m", "llamaswap", f"{dash}config", str(self.config_path)]
         argv += [f"{dash}listen", self.listen_format.format(port=self.port), *self.extra_args]
         with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+            # `preexec` only sets resource limits (async-signal-safe); it is None normally.
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=self.preexec,  # noqa: PLW1509
+            )
         if not wait_until_sync(self._healthy, START_TIMEOUT):
             self.proc.kill()
             self.proc.wait()

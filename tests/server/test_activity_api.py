@@ -413,7 +413,7 @@ async def test_file_store_keeps_rows_on_disk(tmp_path: Path) -> None:
             assert r.status == 200
         assert (await rows(session, base))["total"] == 1
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT model, input_tokens FROM activity").fetchall() == [("m", 25)]
+        assert db.execute("SELECT model_id, input_tokens FROM activity").fetchall() == [("m", 25)]
 
 
 async def test_reconfigure_keeps_the_store_unless_its_path_changes(tmp_path: Path) -> None:

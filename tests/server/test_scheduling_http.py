@@ -3,6 +3,8 @@ Retry-After, a crash-looping model backs off with a fast 503, and /running shows
 
 from __future__ import annotations
 
+import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -69,3 +71,41 @@ def test_a_crash_looping_model_backs_off_with_a_fast_clear_503(tmp_path: Path) -
         assert 0 < entry["backoff"]["retryInS"] <= 60
         # Other models are served as usual.
         assert server.chat("fine").status == 200
+
+
+def load_seconds(metrics: str, model: str) -> float | None:
+    prefix = f'llamaswap_model_load_seconds{{model="{model}"}} '
+    for line in metrics.splitlines():
+        if line.startswith(prefix):
+            return float(line.removeprefix(prefix))
+    return None
+
+
+def test_learned_load_times_survive_a_restart_when_the_store_is_a_file(tmp_path: Path) -> None:
+    config = (
+        f"store:\n  path: {tmp_path / 'store.db'}\n"
+        + "models:\n"
+        + fake_model("slow", flags="--startup-delay 0.5")
+    )
+    with llamaswap(tmp_path, config) as server:
+        assert load_seconds(server.call("GET", "/metrics").text, "slow") is None
+        assert server.chat("slow").status == 200
+        learned = load_seconds(server.call("GET", "/metrics").text, "slow")
+        assert learned is not None and learned >= 0.5
+    with llamaswap(tmp_path, config) as server:
+        # Nothing has started in this run, yet the scheduler knows what a load costs.
+        assert load_seconds(server.call("GET", "/metrics").text, "slow") == learned
+
+
+def test_learned_load_times_follow_a_reload_to_a_new_store_file(tmp_path: Path) -> None:
+    models = "models:\n" + fake_model("slow", flags="--startup-delay 0.3")
+    with llamaswap(tmp_path, f"store:\n  path: {tmp_path / 'a.db'}\n" + models) as server:
+        assert server.chat("slow").status == 200
+        server.write_config(f"store:\n  path: {tmp_path / 'b.db'}\n" + models)
+        server.send(signal.SIGHUP)
+        assert wait_until_sync(lambda: "config reloaded" in server.log(), 10.0), server.log()
+        server.unload_all()
+        assert server.chat("slow").status == 200
+    with sqlite3.connect(tmp_path / "b.db") as db:
+        rows = db.execute("SELECT model, samples FROM llamaswap_load_times").fetchall()
+    assert rows == [("slow", 2)]  # learned from both loads, saved where the store now is

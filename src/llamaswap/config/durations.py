@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator
+from pydantic import BeforeValidator, WithJsonSchema
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -44,5 +44,13 @@ def to_seconds(value: Any) -> Any:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(to_seconds)]
+DURATION_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*(0|((\d+(\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h))+)\s*$"},
+    ],
+    "description": "seconds, or a Go duration: 500ms, 30s, 1m30s, 2h",
+}
+# The schema shows both spellings (a bare BeforeValidator would leave only `number`).
+Duration = Annotated[float, BeforeValidator(to_seconds), WithJsonSchema(DURATION_SCHEMA)]
 """A config field holding a duration, stored as seconds."""

@@ -370,8 +370,10 @@ def _check_store(config: Config, source: str) -> None:
 
 
 def config_schema() -> dict[str, Any]:
-    """JSON Schema of the config file (YAML spellings)."""
-    return Config.model_json_schema(by_alias=True)
+    """JSON Schema of the config file (YAML spellings), for editors: see config/schema.py."""
+    from llamaswap.config.schema import editor_schema  # noqa: PLC0415 - only for `schema`
+
+    return editor_schema()
 
 
 def summarize(config: Config) -> str:

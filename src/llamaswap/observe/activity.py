@@ -15,16 +15,29 @@ the `*_async` methods pick the right place. The sync methods are the same work, 
 and for callers outside the loop.
 
 Query parameters are checked by `parse_activity_query` (pure) with the messages of §5.11.
+
+The file's schema is llama-swap's (spec appendix S, `observe.activity_schema`): each program
+reads the rows the other wrote, and a file in llamaswap's older schema is moved over at open.
+Timestamps are whole Unix seconds there, as llama-swap writes them.
+
+A file that cannot be used at open (another schema, corrupt, read-only) raises StoreError,
+which stops a start or rejects a reload with the file named. A write that fails later (disk
+full, I/O error) pauses recording instead: one WARNING, requests are served and not recorded,
+and the next write is tried `retry_after` seconds later; recording resumes (logged with the
+count of requests missed) once a write succeeds. A read that fails answers 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
+import logging
 import math
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -32,7 +45,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from llamaswap.errors import BadRequest
+from llamaswap.errors import BadRequest, RequestRejected
+from llamaswap.observe.activity_schema import ACTIVITY_COLUMNS, describe, open_database
 from llamaswap.observe.tokens import TokenMetrics
 
 __all__ = [
@@ -49,6 +63,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+log = logging.getLogger("llamaswap.observe")
 
 DEFAULT_LIMIT = 25
 MAX_LIMIT = 999
@@ -57,8 +72,8 @@ MAX_BINS = 20
 # API sort key → column. Only these names ever reach SQL.
 SORT_COLUMNS = {
     "id": "id",
-    "time": "ts",
-    "model": "model",
+    "time": "ts_created",
+    "model": "model_id",
     "req_path": "req_path",
     "resp_status_code": "resp_status_code",
     "resp_content_type": "resp_content_type",
@@ -74,32 +89,15 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-
 # In memory, rows are written this many at a time (and before any read).
 BATCH_ROWS = 64
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS activity (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts REAL NOT NULL,
-    model TEXT NOT NULL,
-    req_path TEXT NOT NULL,
-    resp_content_type TEXT NOT NULL,
-    resp_status_code INTEGER NOT NULL,
-    cache_tokens INTEGER NOT NULL,
-    draft_tokens INTEGER NOT NULL,
-    draft_acc_tokens INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL,
-    output_tokens INTEGER NOT NULL,
-    prompt_per_second REAL NOT NULL,
-    tokens_per_second REAL NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    error_msg TEXT NOT NULL DEFAULT '',
-    metadata_json TEXT NOT NULL DEFAULT ''
-);
-CREATE INDEX IF NOT EXISTS activity_ts ON activity (ts);
-CREATE INDEX IF NOT EXISTS activity_model ON activity (model, id);
-"""
-_COLUMNS = (
-    "id, ts, model, req_path, resp_content_type, resp_status_code, cache_tokens, draft_tokens,"
-    " draft_acc_tokens, input_tokens, output_tokens, prompt_per_second, tokens_per_second,"
-    " duration_ms, error_msg, metadata_json"
+# After a failed write, the next one is tried this many seconds later.
+RETRY_AFTER_S = 10.0
+_COLUMNS = ", ".join(ACTIVITY_COLUMNS)
+_INSERT_FILE = (
+    f"INSERT INTO activity ({', '.join(ACTIVITY_COLUMNS[1:])}) "
+    f"VALUES ({', '.join('?' * (len(ACTIVITY_COLUMNS) - 1))})"
+)
+_INSERT_MEMORY = (
+    f"INSERT INTO activity ({_COLUMNS}) VALUES ({', '.join('?' * len(ACTIVITY_COLUMNS))})"
 )
 
 
@@ -258,80 +256,133 @@ def histogram(values: Sequence[float]) -> dict[str, Any] | None:
 
 
 class ActivityStore:
-    """SQLite activity rows. Thread-safe; see the module docstring for where work runs."""
+    """SQLite activity rows. Thread-safe; see the module docstring for where work runs.
 
-    def __init__(self, path: str | None = None, max_rows: int = 1000) -> None:
+    StoreError when the file cannot be used. `clock` (monotonic seconds) is for tests of the
+    pause after a failed write."""
+
+    def __init__(
+        self,
+        path: str | None = None,
+        max_rows: int = 1000,
+        *,
+        retry_after: float = RETRY_AFTER_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.path = path.strip() if path and path.strip() else None
         self.max_rows = max_rows
+        self.retry_after = retry_after
+        self._clock = clock
         self._lock = threading.Lock()
-        if self.path is None:
-            self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            self._executor: ThreadPoolExecutor | None = None
-        else:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+        self._db = open_database(self.path)
+        self._executor: ThreadPoolExecutor | None = None
+        if self.path is not None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamaswap-activity")
-        self._db.executescript(_SCHEMA)
         self._closed = False
         # In memory: rows waiting to be written (see the module docstring), and the next id.
         self._pending: list[tuple[Any, ...]] = []
-        (last,) = self._db.execute("SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence").fetchone()
+        (last,) = self._db.execute(
+            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'activity'"
+        ).fetchone()
         self._next_id = int(last) + 1
+        # When the last write failed (None while recording), and the rows lost since.
+        self._failed_at: float | None = None
+        self._dropped = 0
 
     @property
     def in_memory(self) -> bool:
         return self.path is None
 
+    @property
+    def label(self) -> str:
+        return self.path or ":memory:"
+
+    @property
+    def paused(self) -> bool:
+        """True while writes fail (recording paused, see the module docstring)."""
+        return self._failed_at is not None
+
     # ---- sync API ---------------------------------------------------------------------------
 
     def insert(self, entry: ActivityEntry) -> ActivityEntry:
-        """Store `entry`; returns it with its new id. In memory, older rows are pruned."""
-        t = entry.tokens
-        meta = orjson.dumps(dict(entry.metadata)).decode() if entry.metadata else ""
+        """Store `entry`; returns it with its new id, or with id 0 when recording is paused.
+        In memory, older rows are pruned."""
+        row = _row(entry)
         with self._lock:
-            new_id = self._next_id
-            self._next_id += 1
-            self._pending.append(
-                (
-                    new_id,
-                    entry.timestamp,
-                    entry.model,
-                    entry.req_path,
-                    entry.resp_content_type,
-                    entry.resp_status_code,
-                    t.cache_tokens,
-                    t.draft_tokens,
-                    t.draft_acc_tokens,
-                    t.input_tokens,
-                    t.output_tokens,
-                    t.prompt_per_second,
-                    t.tokens_per_second,
-                    entry.duration_ms,
-                    entry.error_msg,
-                    meta,
-                )
-            )
-            if not self.in_memory or len(self._pending) >= BATCH_ROWS:
-                self._flush()
+            if self._failed_at is not None and self._clock() - self._failed_at < self.retry_after:
+                self._dropped += 1
+                return entry
+            if self.in_memory:
+                new_id = self._next_id
+                self._next_id += 1
+                self._pending.append((new_id, *row))
+                if len(self._pending) >= BATCH_ROWS and not self._flush():
+                    return entry
+                return replace(entry, id=new_id)
+            try:
+                new_id = int(self._db.execute(_INSERT_FILE, row).lastrowid or 0)
+            except sqlite3.Error as exc:
+                self._write_failed(exc, 1)
+                return entry
+            self._write_worked()
         return replace(entry, id=new_id)
 
-    def _flush(self) -> None:
-        """Write the queued rows in one transaction, then prune (in memory). Hold the lock."""
+    def _flush(self) -> bool:
+        """Write the queued rows in one transaction, then prune (in memory). Hold the lock.
+        False when the write failed (the rows are lost, recording pauses)."""
         if not self._pending:
-            return
+            return True
         rows, self._pending = self._pending, []
-        self._db.execute("BEGIN")
-        self._db.executemany(
-            f"INSERT INTO activity ({_COLUMNS}) VALUES "
-            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+        try:
+            self._db.execute("BEGIN")
+            self._db.executemany(_INSERT_MEMORY, rows)
+            if self.in_memory and self.max_rows > 0:
+                # Ids never repeat, so the newest max_rows are id > last - max.
+                self._db.execute(
+                    "DELETE FROM activity WHERE id <= ?", (rows[-1][0] - self.max_rows,)
+                )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._write_failed(exc, len(rows))
+            return False
+        self._write_worked()
+        return True
+
+    def _write_failed(self, exc: sqlite3.Error, rows: int) -> None:
+        """Pause recording: WARNING once (no traceback), count the lost rows. Hold the lock."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        if self._failed_at is None:
+            log.warning(
+                "activity store %s: %s; recording paused (requests are still served), "
+                "trying again every %gs",
+                self.label,
+                describe(exc),
+                self.retry_after,
+            )
+        self._failed_at = self._clock()
+        self._dropped += rows
+
+    def _write_worked(self) -> None:
+        if self._failed_at is None:
+            return
+        log.warning(
+            "activity store %s: recording resumed; %d requests were not recorded",
+            self.label,
+            self._dropped,
         )
-        if self.in_memory and self.max_rows > 0:
-            # Ids never repeat, so the newest max_rows are id > last - max.
-            self._db.execute("DELETE FROM activity WHERE id <= ?", (rows[-1][0] - self.max_rows,))
-        self._db.execute("COMMIT")
+        self._failed_at = None
+        self._dropped = 0
+
+    def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """Rows of a query; a failure is a 503 naming the store. Hold the lock."""
+        try:
+            return self._db.execute(sql, tuple(args)).fetchall()
+        except sqlite3.Error as exc:
+            raise RequestRejected(
+                f"activity store {self.label}: {describe(exc)}", status=503
+            ) from None
 
     def page(
         self, query: ActivityQuery, has_capture: Callable[[int], bool] = lambda _: False
@@ -343,12 +394,11 @@ class ActivityStore:
         order = f"{column} {direction}" + (f", id {direction}" if column != "id" else "")
         with self._lock:
             self._flush()
-            counted = self._db.execute(f"SELECT COUNT(*) FROM activity{where}", args)
-            total = int(counted.fetchone()[0])
-            rows = self._db.execute(
+            total = int(self._read(f"SELECT COUNT(*) FROM activity{where}", args)[0][0])
+            rows = self._read(
                 f"SELECT {_COLUMNS} FROM activity{where} ORDER BY {order} LIMIT ? OFFSET ?",
                 (*args, query.limit, (query.page - 1) * query.limit),
-            ).fetchall()
+            )
         data = [_entry(row) for row in rows]
         return {
             "data": [replace(e, has_capture=has_capture(e.id)).as_json() for e in data],
@@ -363,18 +413,18 @@ class ActivityStore:
         where, args = _where(ActivityQuery(models=tuple(models)))
         with self._lock:
             self._flush()
-            count, inputs, outputs, cached = self._db.execute(
+            count, inputs, outputs, cached = self._read(
                 "SELECT COUNT(*), COALESCE(SUM(MAX(input_tokens, 0)), 0),"
                 " COALESCE(SUM(MAX(output_tokens, 0)), 0), COALESCE(SUM(MAX(cache_tokens, 0)), 0)"
                 f" FROM activity{where}",
                 args,
-            ).fetchone()
-            speeds = self._db.execute(
+            )[0]
+            speeds = self._read(
                 f"SELECT prompt_per_second, tokens_per_second FROM activity{where}"
                 + (" AND" if where else " WHERE")
                 + " (prompt_per_second > 0 OR tokens_per_second > 0)",
                 args,
-            ).fetchall()
+            )
         return {
             "total_requests": int(count),
             "total_input_tokens": int(inputs),
@@ -385,6 +435,7 @@ class ActivityStore:
         }
 
     def close(self) -> None:
+        """Write what is queued and close; a failure here is a WARNING (shutdown goes on)."""
         if self._closed:
             return
         self._closed = True
@@ -392,7 +443,10 @@ class ActivityStore:
             self._executor.shutdown(wait=True)
         with self._lock:
             self._flush()
-            self._db.close()
+            try:
+                self._db.close()
+            except sqlite3.Error as exc:
+                log.warning("activity store %s: closing: %s", self.label, describe(exc))
 
     # ---- async API: inline in memory, on the store's thread for a file -------------------
 
@@ -421,14 +475,14 @@ def _where(query: ActivityQuery) -> tuple[str, tuple[Any, ...]]:
     conditions: list[str] = []
     args: list[Any] = []
     if query.models:
-        conditions.append(f"model IN ({', '.join('?' * len(query.models))})")
+        conditions.append(f"model_id IN ({', '.join('?' * len(query.models))})")
         args.extend(query.models)
     if query.start is not None:
-        conditions.append("ts >= ?")
-        args.append(query.start)
+        conditions.append("ts_created >= ?")
+        args.append(math.floor(query.start))  # whole seconds, as llama-swap compares
     if query.end is not None:
-        conditions.append("ts <= ?")
-        args.append(query.end)
+        conditions.append("ts_created <= ?")
+        args.append(math.floor(query.end))
     if query.min_id:
         conditions.append("id >= ?")
         args.append(query.min_id)
@@ -438,18 +492,57 @@ def _where(query: ActivityQuery) -> tuple[str, tuple[Any, ...]]:
     return (" WHERE " + " AND ".join(conditions) if conditions else ""), tuple(args)
 
 
+def _row(entry: ActivityEntry) -> tuple[Any, ...]:
+    """The columns after `id`, in ACTIVITY_COLUMNS order."""
+    t = entry.tokens
+    meta = orjson.dumps(dict(entry.metadata)).decode() if entry.metadata else ""
+    return (
+        math.floor(entry.timestamp),
+        entry.model,
+        entry.req_path,
+        entry.resp_content_type,
+        entry.resp_status_code,
+        t.cache_tokens,
+        t.draft_tokens,
+        t.draft_acc_tokens,
+        t.input_tokens,
+        t.output_tokens,
+        t.prompt_per_second,
+        t.tokens_per_second,
+        entry.duration_ms,
+        entry.error_msg,
+        meta,
+    )
+
+
 def _entry(row: tuple[Any, ...]) -> ActivityEntry:
-    meta: dict[str, str] = orjson.loads(row[15]) if row[15] else {}
+    """A row read back; a row another program wrote with unreadable metadata keeps the rest."""
+    meta: dict[str, str] = {}
+    if row[15]:
+        try:
+            loaded = orjson.loads(row[15])
+        except orjson.JSONDecodeError:
+            loaded = None
+        if isinstance(loaded, dict):
+            meta = {str(k): str(v) for k, v in loaded.items()}
     return ActivityEntry(
-        id=row[0],
-        timestamp=row[1],
-        model=row[2],
-        req_path=row[3],
-        resp_content_type=row[4],
-        resp_status_code=row[5],
-        tokens=TokenMetrics(row[6], row[7], row[8], row[9], row[10], row[11], row[12]),
-        duration_ms=row[13],
-        error_msg=row[14],
+        id=int(row[0]),
+        timestamp=float(row[1]),
+        model=str(row[2]),
+        req_path=str(row[3]),
+        resp_content_type=str(row[4]),
+        resp_status_code=int(row[5]),
+        tokens=TokenMetrics(
+            int(row[6]),
+            int(row[7]),
+            int(row[8]),
+            int(row[9]),
+            int(row[10]),
+            float(row[11]),
+            float(row[12]),
+        ),
+        duration_ms=int(row[13]),
+        error_msg=str(row[14]),
         metadata=meta,
     )
 

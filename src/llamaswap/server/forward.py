@@ -8,6 +8,7 @@ cancels the handler, which closes the upstream response and so cancels the upstr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
@@ -117,6 +118,7 @@ async def forward(
     path: str,
     body: bytes | None,
     connect_timeout: float | None = None,
+    header_timeout: float | None = None,
     into: web.StreamResponse | None = None,
     extra_headers: Mapping[str, str] | None = None,
     error_prefix: str = "upstream request failed",
@@ -132,6 +134,8 @@ async def forward(
     client's Host (local upstreams, spec §3.4: e.g. ComfyUI checks Origin against Host);
     otherwise the upstream's own host is sent (peers). `client` is the lean upstream client
     used for plain-HTTP requests whose body is at hand (see `upstream_client`).
+    `header_timeout` (`timeouts.responseHeader`; None or 0: none) bounds the wait for the
+    answer's headers: past it the client gets 504 and the upstream request is dropped.
     """
     url = join_url(base_url, path, request.query_string)
     headers = upstream_headers(request.headers, request.remote)
@@ -142,20 +146,23 @@ async def forward(
     if tap is not None:
         tap.request_headers(headers)
     try:
-        upstream = await _send(request, session, client, url, headers, body, connect_timeout)
-    except (aiohttp.ClientError, OSError) as exc:
+        upstream = await _send(
+            request, session, client, url, headers, body, connect_timeout, header_timeout
+        )
+    except (ResponseHeaderTimeout, aiohttp.ClientError, OSError) as exc:
         log.warning("upstream request to %s failed: %s", url, exc)
+        status = 504 if isinstance(exc, ResponseHeaderTimeout) else 502
         message = f"{error_prefix}: {exc}"
         if into is not None:
-            payload = orjson.dumps(error_body(502, message))
+            payload = orjson.dumps(error_body(status, message))
             if tap is not None:
-                tap.response_started(502, {"Content-Type": "application/json"})
+                tap.response_started(status, {"Content-Type": "application/json"})
                 tap.chunk(payload)
             with contextlib.suppress(ConnectionError):  # the client may be gone too
                 await into.write(payload)
                 await into.write_eof()
             return into
-        return error_response(request.headers.get("Accept", ""), 502, message)
+        return error_response(request.headers.get("Accept", ""), status, message)
     if tap is not None:
         tap.response_started(upstream.status, upstream.headers)
     build = request.get(RESPONSE_BUILDER, _response_for)
@@ -227,25 +234,41 @@ async def _send(
     headers: CIMultiDict[str],
     body: bytes | None,
     connect_timeout: float | None,
+    header_timeout: float | None,
 ) -> Answer:
     """The lean client for plain HTTP with the whole body at hand; aiohttp for the rest
     (HEAD, a body still arriving, HTTPS peers)."""
-    if client is not None and body is not None and request.method != "HEAD":
-        target = URL(url, encoded=True)
-        if target.scheme == "http" and target.host and target.port:
-            return await client.request(
-                request.method, target, headers.items(), body, connect_timeout
+    deadline = asyncio.timeout(header_timeout or None)
+    try:
+        async with deadline:
+            if client is not None and body is not None and request.method != "HEAD":
+                target = URL(url, encoded=True)
+                if target.scheme == "http" and target.host and target.port:
+                    return await client.request(
+                        request.method, target, headers.items(), body, connect_timeout
+                    )
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
+            response = await session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=body if body is not None else request.content,
+                allow_redirects=False,
+                timeout=timeout,
             )
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout or None)
-    response = await session.request(
-        request.method,
-        url,
-        headers=headers,
-        data=body if body is not None else request.content,
-        allow_redirects=False,
-        timeout=timeout,
-    )
-    return _AiohttpAnswer(response)
+            return _AiohttpAnswer(response)
+    except TimeoutError:
+        # Only our deadline is the header timeout; a connect timeout stays a 502.
+        if deadline.expired():
+            raise ResponseHeaderTimeout(header_timeout) from None
+        raise
+
+
+class ResponseHeaderTimeout(Exception):
+    """The upstream sent no response headers within `timeouts.responseHeader`."""
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__(f"no response headers within {seconds:g}s (timeouts.responseHeader)")
 
 
 def _response_for(upstream: Answer) -> web.StreamResponse:

@@ -73,6 +73,7 @@ async def serve_peer(
                 path=path,
                 body=body,
                 connect_timeout=float(peer.timeouts.connect),
+                header_timeout=float(peer.timeouts.response_header),
                 extra_headers=headers,
                 error_prefix="peer proxy error",
                 tap=tap,
@@ -105,6 +106,7 @@ async def serve_peer_raw(
         path=path,
         body=await request.read(),
         connect_timeout=float(peer.timeouts.connect),
+        header_timeout=float(peer.timeouts.response_header),
         extra_headers=auth,
         error_prefix="peer proxy error",
     )

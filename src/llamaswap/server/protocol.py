@@ -13,10 +13,17 @@ status that says what was wrong:
 
 The limits differ from each other on purpose: aiohttp's `LineTooLong` carries only the
 limit it hit, which tells the request line from a header field.
+
+Slow clients: a connection must deliver its first request head within `HEAD_TIMEOUT_S`,
+later heads within `KEEPALIVE_TIMEOUT_S` of the previous answer, and at most `MAX_CONNECTIONS` are
+open at once; past that a new connection is closed at once, so a flood of idle sockets
+cannot exhaust file descriptors.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -25,13 +32,27 @@ from aiohttp.web_protocol import RequestHandler
 
 from llamaswap.server.responses import error_response
 
-__all__ = ["MAX_FIELD_SIZE", "MAX_HEADERS", "MAX_LINE_SIZE", "Runner", "parse_error_status"]
+__all__ = [
+    "HEAD_TIMEOUT_S",
+    "KEEPALIVE_TIMEOUT_S",
+    "MAX_CONNECTIONS",
+    "MAX_FIELD_SIZE",
+    "MAX_HEADERS",
+    "MAX_LINE_SIZE",
+    "Runner",
+    "parse_error_status",
+]
 
 MAX_LINE_SIZE = 16 * 1024  # request line (method, target, version)
 MAX_FIELD_SIZE = 32 * 1024  # one header field (name and value); big cookies, JWTs
 MAX_HEADERS = 256
+HEAD_TIMEOUT_S = 10.0  # from connect to the end of the first request head
+KEEPALIVE_TIMEOUT_S = 75.0  # idle time between requests on one connection
+MAX_CONNECTIONS = 2048  # open client connections, streams and event followers included
 
 _TOO_MANY_HEADERS = "Too many headers received"
+
+log = logging.getLogger(__name__)
 
 
 def parse_error_status(exc: BaseException | None) -> tuple[int, str]:
@@ -50,7 +71,30 @@ def parse_error_status(exc: BaseException | None) -> tuple[int, str]:
 
 
 class _Handler(RequestHandler):
-    """aiohttp's connection handler, answering unparsable requests as described above."""
+    """aiohttp's connection handler, answering unparsable requests and bounding slow or
+    surplus connections as described above."""
+
+    _head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        manager = self._manager
+        if manager is not None and len(manager.connections) > MAX_CONNECTIONS:
+            log.warning("more than %d open connections: closing a new one", MAX_CONNECTIONS)
+            self.force_close()
+            return
+        self._head_deadline = self._loop.call_later(HEAD_TIMEOUT_S, self._head_overdue)
+
+    def _head_overdue(self) -> None:
+        self._head_deadline = None
+        if self._request_count == 0:  # not one whole request head yet: a slow client
+            self.force_close()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+        super().connection_lost(exc)
 
     def handle_error(
         self,
@@ -82,6 +126,9 @@ class Runner(web.AppRunner):
         kwargs.setdefault("max_line_size", MAX_LINE_SIZE)
         kwargs.setdefault("max_field_size", MAX_FIELD_SIZE)
         kwargs.setdefault("max_headers", MAX_HEADERS)
+        # An idle keep-alive connection, or one trickling a later request head, is closed
+        # after this (aiohttp's default is an hour).
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT_S)
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:

@@ -181,6 +181,11 @@ class Recorder:
             metadata=dict(request_metadata(self.request)),
         )
         entry = await state.activity.insert_async(entry)
+        bus = state.router.events
+        tokens = parsed.tokens
+        metrics.tokens_recorded(bus, self.model, tokens.input_tokens, tokens.output_tokens)
+        if entry.id == 0:
+            return  # recording is paused (the store said so once, as a WARNING)
         if state.captures.enabled and not self.truncated:
             resp_headers = {
                 k: v for k, v in self.resp_headers.items() if k.lower() != "content-encoding"
@@ -196,10 +201,7 @@ class Recorder:
                     resp_body=parsed.body,
                 )
             )
-        bus = state.router.events
         bus.publish("activity", {"id": entry.id})
-        tokens = parsed.tokens
-        metrics.tokens_recorded(bus, self.model, tokens.input_tokens, tokens.output_tokens)
 
     async def _parse(self, wall_ms: int) -> ParsedResponse:
         content_type = self.resp_headers.get("Content-Type", "")

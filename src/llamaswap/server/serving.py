@@ -79,6 +79,7 @@ async def _serve_leased(
             path=path,
             body=body,
             connect_timeout=lease.connect_timeout,
+            header_timeout=lease.header_timeout,
             into=loading.response if loading is not None else None,
             extra_headers=headers,
             tap=recorder,

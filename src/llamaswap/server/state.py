@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 
 import aiohttp
 from aiohttp import web
@@ -41,28 +41,38 @@ class AppState:
     # Recorded requests (spec §6.1): built from the config, kept across reloads by
     # `reconfigure_observe` while `store.path` stays the same.
     activity: ActivityStore = field(init=False)
+    # The store opened by the caller (so a StoreError comes before anything starts); else
+    # one is opened from the config.
+    store: InitVar[ActivityStore | None] = None
     captures: CaptureBuffer = field(init=False)
     # Host sampling (spec §5.1 `/api/performance`); runs while the app does.
     performance: PerformanceMonitor = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.activity = ActivityStore(self.config.store.path, self.config.metrics_max_in_memory)
+    def __post_init__(self, store: ActivityStore | None) -> None:
+        self.activity = store or open_store(self.config)
         self.captures = CaptureBuffer.from_mib(self.config.capture_buffer)
         self.performance = PerformanceMonitor(performance_settings(self.config.performance))
 
-    def reconfigure_observe(self, config: Config) -> None:
+    def reconfigure_observe(self, config: Config, store: ActivityStore | None = None) -> None:
         """Apply a reloaded config's `store.path`, `metricsMaxInMemory`, `captureBuffer` and
         `performance`: the activity store is kept (history and ids go on) unless `store.path`
         changed, the capture buffer keeps its captures within the new size (none when the
         store changed: captures are keyed by the old store's ids), and the performance
-        monitor takes the new interval (or stops, or starts) without a restart."""
-        store = reuse_or_open(self.activity, config.store.path, config.metrics_max_in_memory)
+        monitor takes the new interval (or stops, or starts) without a restart. `store` is
+        what `reuse_or_open` gave for `config` when the caller opened it first."""
+        if store is None:
+            store = reuse_or_open(self.activity, config.store.path, config.metrics_max_in_memory)
         if store is not self.activity:
             self.activity.close()
             self.activity = store
             self.captures.resize(0)
         self.captures.resize(CaptureBuffer.from_mib(config.capture_buffer).capacity)
         self.performance.reconfigure(performance_settings(config.performance))
+
+
+def open_store(config: Config) -> ActivityStore:
+    """The activity store `config` asks for; StoreError when its file cannot be used."""
+    return ActivityStore(config.store.path, config.metrics_max_in_memory)
 
 
 def performance_settings(config: PerformanceConfig) -> PerformanceSettings:
