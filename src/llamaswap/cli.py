@@ -1,4 +1,5 @@
-"""Command line: `llamaswap [serve] --config FILE`, `check-config FILE`, `schema`.
+"""Command line: `llamaswap [serve] --config FILE`, `check-config FILE`, `schema`, and the
+commands for a running server: `ps`, `load`, `unload`, `run`, `logs` (`client_cli`).
 
 Flags accept one or two dashes (`-config` like llama-swap, or `--config`).
 This is the only module that turns errors into exit codes.
@@ -8,12 +9,15 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
-from llamaswap import __version__
-from llamaswap.errors import ConfigError, StoreError, format_problems
+from llamaswap import __version__, client_cli
+from llamaswap.client_cli import Server
+from llamaswap.errors import ClientError, ConfigError, StoreError, format_problems
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
 
@@ -21,7 +25,9 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 def _normalise_single_dash(argv: list[str]) -> list[str]:
     """Accept Go-style `-config x` by rewriting long single-dash flags to `--config x`."""
     out: list[str] = []
-    for arg in argv:
+    for i, arg in enumerate(argv):
+        if arg == "--":  # what follows is arguments (a prompt may start with `-`)
+            return out + argv[i:]
         if arg.startswith("-") and not arg.startswith("--") and len(arg) > 2:
             out.append("-" + arg)
         else:
@@ -210,6 +216,106 @@ def schema() -> None:
     from llamaswap.config.load import config_schema  # noqa: PLC0415
 
     click.echo(json.dumps(config_schema(), indent=2))
+
+
+# ---- commands for a running server ---------------------------------------------------------
+
+
+def _server_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option(
+        "--api-key",
+        envvar="LLAMASWAP_API_KEY",
+        default=None,
+        help="The server's API key, sent as a Bearer token (env LLAMASWAP_API_KEY).",
+    )(f)
+    return click.option(
+        "--url",
+        envvar="LLAMASWAP_URL",
+        default=client_cli.DEFAULT_URL,
+        show_default=True,
+        help="The running llamaswap (env LLAMASWAP_URL).",
+    )(f)
+
+
+def _client_errors(action: Callable[[], None]) -> None:
+    """Run `action`; a ClientError is one line on stderr and exit code 1."""
+    try:
+        action()
+    except ClientError as exc:
+        click.echo(f"llamaswap: {exc}", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@_server_options
+def ps(url: str, api_key: str | None) -> None:
+    """List the models running (or starting, stopping, backing off) on a server."""
+    server = Server(url, api_key)
+    _client_errors(lambda: click.echo(client_cli.ps_table(client_cli.running(server))))
+
+
+@cli.command()
+@click.argument("model")
+@_server_options
+def load(model: str, url: str, api_key: str | None) -> None:
+    """Load MODEL on a running server; return once it is ready."""
+
+    def action() -> None:
+        client_cli.load(Server(url, api_key), model)
+        click.echo(f"{model} is loaded")
+
+    _client_errors(action)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@_server_options
+def unload(model: str | None, url: str, api_key: str | None) -> None:
+    """Stop MODEL (every model when none is given) on a running server."""
+
+    def action() -> None:
+        client_cli.unload(Server(url, api_key), model)
+        click.echo(f"{model} is unloaded" if model else "every model is unloaded")
+
+    _client_errors(action)
+
+
+@cli.command()
+@click.argument("model")
+@click.argument("prompt", required=False)
+@_server_options
+def run(model: str, prompt: str | None, url: str, api_key: str | None) -> None:
+    """Chat with MODEL: answer PROMPT, or read one message a line from stdin (keeping the
+    conversation) until end of input or /bye."""
+    server = Server(url, api_key)
+
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
+
+    def action() -> None:
+        if prompt is not None:
+            client_cli.answer(server, model, [{"role": "user", "content": prompt}], write)
+        else:
+            shown = ">>> " if sys.stdin.isatty() else ""
+            client_cli.converse(server, model, sys.stdin.readline, write, shown)
+
+    _client_errors(action)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines as they come.")
+@_server_options
+def logs(model: str | None, follow: bool, url: str, api_key: str | None) -> None:
+    """Print the server's log, or MODEL's process output ('proxy' and 'upstream' name
+    llamaswap's own log and every upstream's output)."""
+    out = sys.stdout.buffer
+
+    def write(chunk: bytes) -> None:
+        out.write(chunk)
+        out.flush()  # a follower sees each line as it comes
+
+    _client_errors(lambda: client_cli.logs(Server(url, api_key), model, follow, write))
 
 
 def main(argv: list[str] | None = None) -> None:

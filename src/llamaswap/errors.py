@@ -8,6 +8,7 @@
     │   ├── StartError                  spawn failed, exited during start, or health timed out
     │   ├── StartAborted                a start was cancelled by a stop or shutdown
     │   └── ProcessShutdown             the process owner is in its terminal state
+    ├── ClientError                     a command could not get its answer from a running server
     └── RequestError                    a request cannot be served; carries the HTTP status
         ├── ModelNotFound               404: no model named / unknown model
         ├── BadRequest                  400: malformed body, form or query
@@ -91,6 +92,11 @@ class StartAborted(UpstreamError):
 
 class ProcessShutdown(UpstreamError):
     """The process owner is shut down for good; it will not start again."""
+
+
+class ClientError(LlamaswapError):
+    """`llamaswap ps|load|unload|run|logs` failed: no server answers, or it refused (the
+    message is one line, meant for the terminal)."""
 
 
 class RequestError(LlamaswapError):

@@ -313,6 +313,12 @@ class Router:
         self._apply([e for e in effects if not isinstance(e, StopModels)])
         await asyncio.gather(*(self._stop_models(stop) for stop in stops))
 
+    def keep_alive(self, model: str, ttl: float) -> None:
+        """Ollama's `keep_alive`: the ready `model` stops after `ttl` idle seconds (0 = never)
+        instead of its configured ttl, until it stops."""
+        self._scheduler.on_keep_alive(model, ttl)
+        self._wake.set()  # the ttl loop's next deadline may have moved
+
     async def shutdown(self) -> None:
         """Reject every waiter, stop every process, end every background task."""
         if self._closed:
@@ -351,6 +357,10 @@ class Router:
 
     def lease_count(self, model: str) -> int:
         return self._scheduler.lease_count(model)
+
+    def ttl(self, model: str) -> float:
+        """Idle seconds before `model` is stopped (0 = never), with its `keep_alive`."""
+        return self._scheduler.ttl(model)
 
     def queued(self, model: str) -> int:
         """Requests for `model` waiting for it to load, or for a free slot."""

@@ -8,6 +8,7 @@ with llama.cpp-style `usage` and `timings` (25 prompt tokens in 13 ms, 10 in 17 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import ollama
@@ -22,6 +23,7 @@ CONFIG = (
     + fake_model("model-b", "capabilities:", "  tools: true", "  context: 4096")
     + fake_model("hidden", "unlisted: true")
     + fake_model("loud", "sendLoadingState: true", "unlisted: true")
+    + fake_model("brief", "ttl: 300", "unlisted: true")
     + """groups:
   pair:
     swap: true
@@ -157,6 +159,48 @@ def test_empty_generate_loads_and_keep_alive_zero_unloads(
     assert unloaded.done_reason == "unload"
     assert idle.running_models() == []
     assert wait_until_sync(lambda: all(pid_gone(p) for p in pids), 5.0)
+
+
+def _ttl_left(server: LlamaswapProcess, model: str) -> float | None:
+    [entry] = [e for e in server.running() if e["model"] == model]
+    left: float | None = entry["ttlLeftS"]
+    return left
+
+
+def test_keep_alive_duration_replaces_the_ttl_for_that_load(
+    idle: LlamaswapProcess, client: ollama.Client
+) -> None:
+    # model-a has no ttl; "5m" gives this load one.
+    client.chat(model="model-a", messages=[{"role": "user", "content": "hi"}], keep_alive="5m")
+    [ps] = client.ps().models
+    assert ps.expires_at is not None
+    left = (ps.expires_at - datetime.now(UTC)).total_seconds()
+    assert 290 < left <= 300
+    ttl_left = _ttl_left(idle, "model-a")
+    assert ttl_left is not None and 290 < ttl_left <= 300
+
+    # A short one: the ttl loop stops the model once it has been idle that long.
+    client.generate(model="model-a", prompt="hi", keep_alive=0.5)
+    assert wait_until_sync(lambda: idle.running_models() == [], 5.0), idle.running()
+
+    # The next load has the model's own ttl again (none: it never expires).
+    client.generate(model="model-a", prompt="")
+    assert [m.expires_at for m in client.ps().models] == [
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+    ]
+    assert _ttl_left(idle, "model-a") is None
+
+
+def test_negative_keep_alive_keeps_the_model_loaded(
+    idle: LlamaswapProcess, client: ollama.Client
+) -> None:
+    client.generate(model="brief", prompt="")
+    ttl_left = _ttl_left(idle, "brief")
+    assert ttl_left is not None and 290 < ttl_left <= 300  # its own ttl: 300s
+    client.generate(model="brief", prompt="hi", keep_alive="-1")
+    assert _ttl_left(idle, "brief") is None
+    [ps] = client.ps().models
+    assert ps.expires_at == datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
 
 
 def test_unknown_model_and_model_management_are_ollama_errors(client: ollama.Client) -> None:

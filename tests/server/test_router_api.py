@@ -116,8 +116,11 @@ def test_messages_errors_are_anthropic_shaped(server: LlamaswapProcess) -> None:
     assert unauthorized.json()["error"]["type"] == "authentication_error"
     assert unauthorized.headers["WWW-Authenticate"]  # the headers survive the reshaping
     # The official SDK reads the error type from that shape.
-    client = anthropic.Anthropic(base_url=server.base, api_key="wrong", max_retries=0)
-    with pytest.raises(anthropic.AuthenticationError) as raised:
+    # Closed when done: its pooled socket would otherwise be reported by a later test.
+    with (
+        anthropic.Anthropic(base_url=server.base, api_key="wrong", max_retries=0) as client,
+        pytest.raises(anthropic.AuthenticationError) as raised,
+    ):
         client.messages.create(**body)
     assert isinstance(raised.value.body, dict)
     assert raised.value.body["error"]["type"] == "authentication_error"

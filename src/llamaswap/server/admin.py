@@ -108,9 +108,25 @@ async def running(request: web.Request) -> web.Response:
                 "name": model.name,
                 "description": model.description,
                 **scheduling,
+                **_process_fields(state, model_id),
             }
         )
     return web.json_response({"running": entries})
+
+
+def _process_fields(state: AppState, model_id: str) -> dict[str, Any]:
+    """What `llamaswap ps` shows of the process: its pid, seconds since it became ready, and
+    the idle seconds left before its ttl (or Ollama `keep_alive`) stops it (None: no ttl, or
+    not idle)."""
+    router = state.router
+    ready_since = router.ready_since(model_id)
+    idle = router.idle_for(model_id)
+    ttl = router.ttl(model_id)
+    return {
+        "pid": router.processes[model_id].pid,
+        "uptimeS": None if ready_since is None else round(time.time() - ready_since, 1),
+        "ttlLeftS": None if idle is None or ttl <= 0 else round(max(0.0, ttl - idle), 1),
+    }
 
 
 async def health(_: web.Request) -> web.Response:

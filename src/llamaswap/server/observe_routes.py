@@ -190,6 +190,8 @@ async def logs_stream(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers=STREAM_HEADERS)
     response.enable_chunked_encoding()
     history = b"" if "no-history" in request.query else buffer.history()
+    if "no-follow" in request.query:  # one logger's history (`llamaswap logs MODEL`)
+        return web.Response(body=history, content_type="text/plain")
     follow = buffer.subscribe()  # right after the history read: nothing missed or doubled
     with _held_open(request.app, follow):
         await _stream_out(request, response, history, follow)

@@ -13,7 +13,8 @@ processes' states; `/api/version` is the app's. Model management (`pull`, `push`
 `copy`, `delete`, blobs) answers 400: models come from the config file.
 
 `keep_alive`: `0` unloads the model once the request is done (when no other request holds
-it); other values are accepted and ignored (the model's `ttl` applies). A chat without
+it); a duration (`"5m"`, `300`) replaces the model's `ttl` for its current load, and a
+negative one (`-1`, `"-1m"`) keeps it loaded until it is unloaded or evicted. A chat without
 messages or a generate without a prompt only loads the model (or, with `keep_alive: 0`,
 unloads it), as Ollama does. Errors are `{"error": "<message>"}` with the HTTP status.
 """
@@ -136,10 +137,14 @@ def _local_id(state: AppState, name: str) -> str | None:
     return state.config.resolve_model(target)
 
 
-async def _unload_if_idle(state: AppState, model_id: str) -> None:
-    """`keep_alive: 0`: stop the model unless another request holds it."""
-    if state.router.lease_count(model_id) == 0:
-        await state.router.unload([model_id])
+async def _keep_alive(state: AppState, model_id: str, seconds: float) -> None:
+    """After a request: `keep_alive: 0` stops the model unless another request holds it; a
+    duration is its idle ttl for this load (negative: never stopped for idleness)."""
+    if seconds == 0:
+        if state.router.lease_count(model_id) == 0:
+            await state.router.unload([model_id])
+    else:
+        state.router.keep_alive(model_id, 0.0 if seconds < 0 else seconds)
 
 
 def _inner_headers(headers: Mapping[str, str]) -> CIMultiDict[str]:
@@ -156,7 +161,7 @@ async def _relay(
     base: web.Request,
     upstream: Upstream,
     make_reply: Callable[[], Reply],
-    unload: str | None,
+    keep_alive: tuple[str, float] | None,
 ) -> web.StreamResponse:
     """Serve `upstream` on a clone of the request at the OpenAI path; translate the answer."""
     inner = base.clone(rel_url=upstream.path)
@@ -174,8 +179,8 @@ async def _relay(
     except RequestError as exc:
         return ollama_error(exc.status, exc.message)
     finally:
-        if unload is not None:
-            await _unload_if_idle(request.app[STATE], unload)
+        if keep_alive is not None:
+            await _keep_alive(request.app[STATE], *keep_alive)
     if made:
         return response
     # An answer of our own (upstream unreachable, peer error): keep its status, reword it.
@@ -185,19 +190,21 @@ async def _relay(
 
 
 async def _load_only(
-    request: web.Request, shape: Shape, requested: str, name: str, unload: bool
+    request: web.Request, shape: Shape, requested: str, name: str, keep_alive: float | None
 ) -> web.Response:
     """A chat without messages / generate without prompt: load the model (or unload it)."""
     state = request.app[STATE]
     model_id = _local_id(state, name)
     if model_id is None:
         raise ModelNotFound(f"model '{requested}' cannot be loaded here (not a local model)")
-    if unload:
+    if keep_alive == 0:
         await state.router.unload([model_id])
         reason = "unload"
     else:
         lease = await state.router.acquire(model_id)
         lease.release()
+        if keep_alive is not None:
+            await _keep_alive(state, model_id, keep_alive)
         reason = "load"
     obj: dict[str, Any] = {"model": requested, "created_at": now_rfc3339()}
     if shape == "chat":
@@ -224,13 +231,13 @@ async def _translated(
         requested = model_name(doc)
         name = _route_name(state, requested)
         keep_alive = keep_alive_seconds(doc.get("keep_alive"))
-        unload = keep_alive == 0
         if shape is not None and _only_loads(doc, shape):
-            return await _load_only(request, shape, requested, name, unload)
+            return await _load_only(request, shape, requested, name, keep_alive)
         upstream = translate(doc, name)
-        model_id = _local_id(state, name) if unload else None
+        model_id = _local_id(state, name) if keep_alive is not None else None
+        after = None if model_id is None or keep_alive is None else (model_id, keep_alive)
         reply = lambda: make_reply(upstream, requested, started)  # noqa: E731
-        return await _relay(request, base, upstream, reply, model_id)
+        return await _relay(request, base, upstream, reply, after)
     except RequestError as exc:
         return ollama_error(exc.status, exc.message)
 
@@ -331,8 +338,8 @@ async def tags(request: web.Request) -> web.Response:
 
 
 async def ps(request: web.Request) -> web.Response:
-    """Local models starting or ready. `expires_at` is the latest the ttl could stop it
-    (now + ttl: the idle time so far is not counted)."""
+    """Local models starting or ready. `expires_at` is the latest the ttl (or the load's
+    `keep_alive`) could stop it (now + ttl: the idle time so far is not counted)."""
     state = request.app[STATE]
     now = datetime.now(UTC)
     entries = []
@@ -341,7 +348,7 @@ async def ps(request: web.Request) -> web.Response:
             continue
         entry = _tag_entry(state, model_id, model_id)
         del entry["modified_at"]
-        ttl = model.ttl
+        ttl = state.router.ttl(model_id)
         entry["expires_at"] = _rfc3339(now + timedelta(seconds=ttl)) if ttl > 0 else _FOREVER
         entry["size_vram"] = 0
         if model.capabilities.context:

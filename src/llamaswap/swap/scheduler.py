@@ -129,6 +129,8 @@ class Scheduler:
         self._lease_count: dict[str, int] = dict.fromkeys(self._rules, 0)
         self._reserved: dict[str, int] = dict.fromkeys(self._rules, 0)
         self._idle_since: dict[str, float] = {}
+        # Ollama's `keep_alive`: an idle ttl for a model's current load, replacing its rule's.
+        self._keep_alive: dict[str, float] = {}
         self._ready_at: dict[str, float] = {}
         self._failures: dict[str, int] = dict.fromkeys(self._rules, 0)
         self._backoff: dict[str, BackoffState] = {}
@@ -159,6 +161,11 @@ class Scheduler:
     def idle_since(self, model: str) -> float | None:
         """When `model`'s last lease ended (or it became ready), while it is running."""
         return self._idle_since.get(model)
+
+    def ttl(self, model: str) -> float:
+        """Idle seconds before `model` is stopped (0 = never): a `keep_alive` given for its
+        current load, else its rule's ttl."""
+        return self._keep_alive.get(model, self._rules[model].ttl)
 
     def waiting_for(self, model: str) -> int:
         """Requests for `model` not yet granted (queued, or waiting on its swap)."""
@@ -217,7 +224,7 @@ class Scheduler:
         (under `batch`) a waiting request becoming overdue or a fresh model's `min_resident`
         ending while others wait."""
         deadlines = [
-            self._idle_since[m] + self._rules[m].ttl
+            self._idle_since[m] + self.ttl(m)
             for m in self._ttl_candidates()
             if m in self._idle_since
         ]
@@ -401,6 +408,12 @@ class Scheduler:
             self._ready_at.pop(model, None)
         return self._drain(now)
 
+    def on_keep_alive(self, model: str, ttl: float) -> None:
+        """Keep the ready `model` `ttl` idle seconds (0 = forever) before stopping it, until
+        it stops (a later load has its rule's ttl again). Ignored unless it is ready."""
+        if self._phase[model] is Phase.READY:
+            self._keep_alive[model] = ttl
+
     def on_unload(self, models: Collection[str] | None, now: float) -> list[Effect]:
         """An operator unloads `models` (None = all). Waiters for them are told; leases are not
         waited for (the operator asked for it)."""
@@ -437,9 +450,7 @@ class Scheduler:
         overdue (or models whose `min_resident` ended) are placed again."""
         self._now = now
         expired = [
-            m
-            for m in self._ttl_candidates()
-            if now - self._idle_since.get(m, now) >= self._rules[m].ttl
+            m for m in self._ttl_candidates() if now - self._idle_since.get(m, now) >= self.ttl(m)
         ]
         return self._stop_now(sorted(expired), StopReason.TTL) + self._drain(now)
 
@@ -492,6 +503,7 @@ class Scheduler:
         self._idle_since[model] = now
         if fresh or model not in self._ready_at:
             self._ready_at[model] = now
+            self._keep_alive.pop(model, None)  # a new load: the rule's ttl again
         self._failures[model] = 0
         self._backoff.pop(model, None)
         if load_time is not None:
@@ -682,8 +694,8 @@ class Scheduler:
     def _ttl_candidates(self) -> list[str]:
         return [
             m
-            for m, rules in self._rules.items()
-            if rules.ttl > 0
+            for m in self._rules
+            if self.ttl(m) > 0
             and self._phase[m] is Phase.READY
             and self._lease_count[m] == 0
             and not any(m in s.evict or m == s.target for s in self._swaps.values())
