@@ -9,11 +9,13 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "llamaswap"
 
 # cli → server → router → {swap, supervisor} → {config, observe}; a layer may import only
 # from layers to its right (and from inside its own package). `__main__` sits left of cli;
-# `serve` (running the server: config, app, listen, reload) sits between cli and server.
+# `serve` (running the server: config, app, listen, reload) sits between cli and server;
+# `client_cli` (the commands that talk to a running server over HTTP) sits beside serve.
 LAYERS: dict[str, int] = {
     "__main__": 0,
     "cli": 1,
     "serve": 2,
+    "client_cli": 2,
     "server": 3,
     "router": 4,
     "swap": 5,
