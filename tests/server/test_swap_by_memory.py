@@ -150,6 +150,22 @@ def test_models_without_resources_are_placed_by_their_gguf_estimate(
         assert "e1: estimated 3.001GiB from" in server.log()
 
 
+def test_a_llama_swap_config_on_a_gpu_machine_keeps_one_model_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No `devices`, no `resources`: GGUF estimates are not used, as llama-swap would not."""
+    install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
+    models = ""
+    for name in ("e1", "e2"):
+        gguf = tiny_gguf(tmp_path / f"{name}.gguf", 1024**3)  # both would fit in 24 GiB
+        models += fake_model(name, flags=f"--model {gguf}")
+    with llamaswap(run_dir(tmp_path), "models:\n" + models) as server:
+        chat_pid(server, "e1")
+        chat_pid(server, "e2")
+        assert ready_models(server) == ["e2"]
+        assert "estimated" not in server.log()
+
+
 def states(server: LlamaswapProcess) -> dict[str, str]:
     return {e["model"]: e["state"] for e in server.running()}
 

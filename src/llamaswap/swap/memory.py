@@ -45,15 +45,21 @@ def need_for(model: ModelConfig, estimate: int | None = None) -> Need | None:
 
 def placed_needs(config: Config, estimate: Callable[[ModelConfig], int | None]) -> dict[str, Need]:
     """The models placed by memory and what they need: those no group (nor a matrix) decides
-    for, with declared `resources`, or else `estimate(model)` bytes (a GGUF estimate)."""
+    for, with declared `resources`, or else `estimate(model)` bytes (a GGUF estimate).
+
+    Estimates count only in a config that opted into placement (it declares `devices` or
+    some model's `resources`): a llama-swap config without either keeps llama-swap's one
+    model at a time, even on a machine with GPUs."""
     if config.uses_matrix():
         return {}
+    opted_in = bool(config.devices) or any(m.resources is not None for m in config.models.values())
     grouped = {m for g in config.routing.router.settings.groups.values() for m in g.members}
     needs: dict[str, Need] = {}
     for model in config.models.values():
         if model.id in grouped:
             continue
-        need = need_for(model, None if model.resources is not None else estimate(model))
+        guess = estimate(model) if model.resources is None and opted_in else None
+        need = need_for(model, guess)
         if need is not None:
             needs[model.id] = need
     return needs
