@@ -23,8 +23,8 @@ from llamaswap.observe.events import EventBus
 from llamaswap.observe.load_time_store import LoadTimeFile
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.router import Router
-from llamaswap.server import profiles
 from llamaswap.server.access_log import ACCESS_LOG
+from llamaswap.server.api import profiles
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.protocol import Runner

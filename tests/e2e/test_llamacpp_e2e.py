@@ -120,7 +120,7 @@ def test_ttl_unloads_an_idle_model(llamaswap_gemma: Llamaswap) -> None:
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("llamaswap.server.loading") is None,
+    importlib.util.find_spec("llamaswap.server.proxy.loading") is None,
     reason="sendLoadingState lands with the operator-surface work",
 )
 def test_send_loading_state_during_a_real_load(llamaswap_gemma: Llamaswap) -> None:

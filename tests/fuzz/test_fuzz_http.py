@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from inprocess import fake_models_yaml, running_llamaswap
-from llamaswap.server.api_errors import OLLAMA_PATHS, is_ollama_path
+from llamaswap.server.api.api_errors import OLLAMA_PATHS, is_ollama_path
 
 # Time for a whole answer (a model start on two busy cores included).
 DEADLINE = 20.0

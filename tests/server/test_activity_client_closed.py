@@ -16,7 +16,7 @@ from helpers import wait_until
 from inprocess import fake_models_yaml, running_llamaswap
 from llamaswap.observe.activity import ActivityQuery
 from llamaswap.server.inflight import CANCELLED_BY_OPERATOR
-from llamaswap.server.recording import CLIENT_CLOSED_MESSAGE
+from llamaswap.server.proxy.recording import CLIENT_CLOSED_MESSAGE
 from llamaswap.server.state import AppState
 
 

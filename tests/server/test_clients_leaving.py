@@ -15,7 +15,7 @@ from aiohttp.client_exceptions import ClientConnectionResetError
 
 from helpers import wait_until
 from inprocess import chat, fake_models_yaml, running_llamaswap
-from llamaswap.server.loading import LoadingStream
+from llamaswap.server.proxy.loading import LoadingStream
 
 
 async def hang_up_after(port: int, raw: bytes, keep: int) -> int:

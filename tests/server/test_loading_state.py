@@ -9,7 +9,7 @@ import time
 import aiohttp
 
 from inprocess import fake_models_yaml, running_llamaswap
-from llamaswap.server.loading import REMARK_CHUNK, REMARKS
+from llamaswap.server.proxy.loading import REMARK_CHUNK, REMARKS
 
 
 def events_of(text: str) -> list[str]:

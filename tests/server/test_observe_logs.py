@@ -15,7 +15,7 @@ from inprocess import FAKE, fake_models_yaml, running_llamaswap
 from llamaswap.config.load import load_config_text
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.serve import configure_logging
-from llamaswap.server.observe_routes import INVALID_LOGGER, LogBufferHandler, format_time
+from llamaswap.server.api.observe_routes import INVALID_LOGGER, LogBufferHandler, format_time
 
 DEADLINE = 10.0
 log = logging.getLogger("llamaswap.test")

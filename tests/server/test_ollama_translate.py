@@ -8,8 +8,13 @@ from typing import Any
 import pytest
 
 from llamaswap.errors import BadRequest
-from llamaswap.server.ollama_replies import CompletionBody, CompletionStream, EmbedBody, ErrorBody
-from llamaswap.server.ollama_translate import (
+from llamaswap.server.api.ollama_replies import (
+    CompletionBody,
+    CompletionStream,
+    EmbedBody,
+    ErrorBody,
+)
+from llamaswap.server.api.ollama_translate import (
     chat_request,
     embed_request,
     generate_request,

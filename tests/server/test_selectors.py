@@ -12,7 +12,7 @@ import pytest
 from helpers import wait_until
 from inprocess import chat, fake_models_yaml, running_llamaswap
 from llamaswap.config.model import SelectorConfig, SelectorSettings
-from llamaswap.server.selectors import Reservations, choose
+from llamaswap.server.api.selectors import Reservations, choose
 from llamaswap.supervisor import ProcessState
 
 READY, STARTING, STOPPED, STOPPING = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import aiohttp
 
 from inprocess import fake_models_yaml, running_llamaswap
-from llamaswap.server.ui_routes import ui_file
+from llamaswap.server.api.ui_routes import ui_file
 
 
 async def test_ui_files_fallback_and_misses() -> None:

@@ -15,7 +15,7 @@ import pytest
 from yarl import URL
 
 from helpers import free_port, wait_until
-from llamaswap.server.upstream_client import (
+from llamaswap.server.proxy.upstream_client import (
     HIGH_WATER,
     UpstreamClient,
     UpstreamConnectionError,

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from llamaswap import __version__
 from llamaswap.errors import RequestError
-from llamaswap.server import (
+from llamaswap.server.api import (
     admin,
     observe_routes,
     ollama_routes,
@@ -25,9 +25,9 @@ from llamaswap.server import (
     router_api,
     selectors,
     ui_routes,
-    upstream_routes,
 )
-from llamaswap.server.api_errors import api_errors_middleware
+from llamaswap.server.api.api_errors import api_errors_middleware
+from llamaswap.server.api.peers import resolve_peer, serve_peer
 from llamaswap.server.auth import (
     preflight_response,
     route_needs_auth,
@@ -35,20 +35,20 @@ from llamaswap.server.auth import (
 )
 from llamaswap.server.extract import RequestShape, shape_request
 from llamaswap.server.filters import shape_body
-from llamaswap.server.forward import RESPONSE_BUILDER, new_client_session
-from llamaswap.server.loading import LoadingStream, wants_loading_stream
 from llamaswap.server.model_paths import (
     BODY_ROUTES,
     QUERY_ROUTES,
     VERSIONLESS_ROUTES,
     upstream_path,
 )
-from llamaswap.server.peers import resolve_peer, serve_peer
-from llamaswap.server.recording import request_metadata
+from llamaswap.server.proxy import upstream_routes
+from llamaswap.server.proxy.forward import RESPONSE_BUILDER, new_client_session
+from llamaswap.server.proxy.loading import LoadingStream, wants_loading_stream
+from llamaswap.server.proxy.recording import request_metadata
+from llamaswap.server.proxy.serving import resolve_local, serve_model
+from llamaswap.server.proxy.upstream_client import UpstreamClient
 from llamaswap.server.responses import error_response, response_for_error
-from llamaswap.server.serving import resolve_local, serve_model
 from llamaswap.server.state import STATE, AppState
-from llamaswap.server.upstream_client import UpstreamClient
 from llamaswap.supervisor import ProcessState
 
 log = logging.getLogger("llamaswap.server")

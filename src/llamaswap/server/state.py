@@ -17,7 +17,7 @@ from llamaswap.observe.performance import PerformanceMonitor, PerformanceSetting
 from llamaswap.router import Router
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.inflight import InflightTracker
-from llamaswap.server.upstream_client import UpstreamClient
+from llamaswap.server.proxy.upstream_client import UpstreamClient
 
 ForwardHook = Callable[[str], Awaitable[None]]
 

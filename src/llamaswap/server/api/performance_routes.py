@@ -16,7 +16,7 @@ from llamaswap.errors import BadRequest, RequestError
 from llamaswap.observe.hardware import HardwareCache, HardwareError
 from llamaswap.observe.performance import parse_rfc3339, performance_json
 from llamaswap.observe.performance_metrics import HostCollector
-from llamaswap.server.observe_routes import METRICS
+from llamaswap.server.api.observe_routes import METRICS
 from llamaswap.server.state import STATE
 
 __all__ = ["HARDWARE", "add_routes"]

@@ -14,9 +14,9 @@ from aiohttp import web
 
 from llamaswap.errors import ModelNotFound, RequestError
 from llamaswap.router import Lease
-from llamaswap.server.forward import forward
-from llamaswap.server.loading import LoadingStream
-from llamaswap.server.recording import Recorder, record_exchange, request_metadata
+from llamaswap.server.proxy.forward import forward
+from llamaswap.server.proxy.loading import LoadingStream
+from llamaswap.server.proxy.recording import Recorder, record_exchange, request_metadata
 from llamaswap.server.responses import error_body
 from llamaswap.server.state import AppState
 

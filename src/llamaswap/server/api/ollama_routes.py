@@ -32,9 +32,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from llamaswap.errors import ModelNotFound, RequestError
-from llamaswap.server import profiles
-from llamaswap.server.forward import RESPONSE_BUILDER, Answer
-from llamaswap.server.ollama_replies import (
+from llamaswap.server.api import profiles
+from llamaswap.server.api.ollama_replies import (
     CompletionBody,
     CompletionStream,
     EmbedBody,
@@ -44,7 +43,7 @@ from llamaswap.server.ollama_replies import (
     error_message,
     now_rfc3339,
 )
-from llamaswap.server.ollama_translate import (
+from llamaswap.server.api.ollama_translate import (
     Upstream,
     chat_request,
     embed_request,
@@ -53,8 +52,9 @@ from llamaswap.server.ollama_translate import (
     model_name,
     parse_object,
 )
-from llamaswap.server.peers import resolve_peer
-from llamaswap.server.recording import request_metadata
+from llamaswap.server.api.peers import resolve_peer
+from llamaswap.server.proxy.forward import RESPONSE_BUILDER, Answer
+from llamaswap.server.proxy.recording import request_metadata
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 

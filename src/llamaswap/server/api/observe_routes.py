@@ -24,9 +24,9 @@ from llamaswap.errors import BadRequest
 from llamaswap.observe import metrics
 from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
-from llamaswap.server import activity_routes
-from llamaswap.server.listing import capability_fields
-from llamaswap.server.scheduling_view import residency_fields, scheduling_fields
+from llamaswap.server.api import activity_routes
+from llamaswap.server.api.listing import capability_fields
+from llamaswap.server.api.scheduling_view import residency_fields, scheduling_fields
 from llamaswap.server.state import STATE, AppState
 
 __all__ = [

@@ -8,10 +8,10 @@ from typing import Any
 from aiohttp import web
 
 from llamaswap.errors import ModelNotFound
-from llamaswap.server import profiles, selectors
-from llamaswap.server.listing import CAPABILITY_METADATA_KEYS, capability_fields, list_entry
-from llamaswap.server.ollama_routes import is_ollama_client
-from llamaswap.server.scheduling_view import scheduling_fields
+from llamaswap.server.api import profiles, selectors
+from llamaswap.server.api.listing import CAPABILITY_METADATA_KEYS, capability_fields, list_entry
+from llamaswap.server.api.ollama_routes import is_ollama_client
+from llamaswap.server.api.scheduling_view import scheduling_fields
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 

@@ -21,8 +21,8 @@ import orjson
 from aiohttp import web
 
 from llamaswap.errors import BadRequest, ModelNotFound
-from llamaswap.server import profiles
-from llamaswap.server.admin import model_listing
+from llamaswap.server.api import profiles
+from llamaswap.server.api.admin import model_listing
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 

@@ -20,8 +20,8 @@ from aiohttp import web
 
 from llamaswap.config.names import peer_names
 from llamaswap.errors import BadRequest, ModelNotFound
+from llamaswap.server.api.listing import list_entry
 from llamaswap.server.extract import BodyKind, rewrite_multipart_model
-from llamaswap.server.listing import list_entry
 from llamaswap.server.state import STATE, AppState
 from llamaswap.supervisor import ProcessState
 

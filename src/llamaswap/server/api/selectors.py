@@ -26,7 +26,7 @@ from aiohttp import web
 
 from llamaswap.config.model import SelectorConfig
 from llamaswap.errors import RequestError
-from llamaswap.server.listing import list_entry
+from llamaswap.server.api.listing import list_entry
 from llamaswap.server.state import AppState
 from llamaswap.supervisor import ProcessState
 

@@ -29,12 +29,16 @@ from aiohttp import web
 from llamaswap.config.model import COMFYUI_MODEL_ID
 from llamaswap.config.names import peer_names
 from llamaswap.errors import BadRequest, ModelNotFound, RequestError
-from llamaswap.server import profiles
+from llamaswap.server.api import profiles
+from llamaswap.server.api.peers import resolve_peer, serve_peer_raw
 from llamaswap.server.extract import find_model_in_path, has_dot_segment
-from llamaswap.server.peers import resolve_peer, serve_peer_raw
-from llamaswap.server.serving import resolve_local, serve_model
+from llamaswap.server.proxy.serving import resolve_local, serve_model
+from llamaswap.server.proxy.websocket import (
+    add_shutdown_hook,
+    is_websocket_upgrade,
+    proxy_websocket,
+)
 from llamaswap.server.state import STATE, AppState
-from llamaswap.server.websocket import add_shutdown_hook, is_websocket_upgrade, proxy_websocket
 from llamaswap.supervisor import ProcessState
 
 

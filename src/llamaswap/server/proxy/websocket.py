@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import aiohttp
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from llamaswap.server.forward import join_url, upstream_headers
+from llamaswap.server.proxy.forward import join_url, upstream_headers
 from llamaswap.server.responses import error_response
 
 log = logging.getLogger("llamaswap.websocket")

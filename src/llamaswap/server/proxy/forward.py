@@ -20,8 +20,8 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from llamaswap.server.proxy.upstream_client import UpstreamClient
 from llamaswap.server.responses import error_body, error_response
-from llamaswap.server.upstream_client import UpstreamClient
 
 log = logging.getLogger("llamaswap.forward")
 

@@ -46,8 +46,8 @@ from llamaswap.observe.tokens import (
     parse_response,
 )
 from llamaswap.server.auth import redact_headers
-from llamaswap.server.forward import client_gone
 from llamaswap.server.model_paths import RECORDED_PATHS
+from llamaswap.server.proxy.forward import client_gone
 from llamaswap.server.state import AppState
 
 __all__ = [

@@ -17,10 +17,10 @@ from llamaswap.config.model import Config
 from llamaswap.config.names import peer_names
 from llamaswap.server.extract import BodyKind
 from llamaswap.server.filters import shape_body
-from llamaswap.server.forward import forward
-from llamaswap.server.recording import record_exchange
+from llamaswap.server.proxy.forward import forward
+from llamaswap.server.proxy.recording import record_exchange
+from llamaswap.server.proxy.websocket import is_websocket_upgrade, proxy_websocket
 from llamaswap.server.state import AppState
-from llamaswap.server.websocket import is_websocket_upgrade, proxy_websocket
 
 
 def resolve_peer(config: Config, name: str) -> tuple[str, str] | None:
