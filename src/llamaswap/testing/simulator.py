@@ -78,11 +78,14 @@ class Setup:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one request experienced. `granted` is None when it was refused (`status`)."""
+    """What one request experienced. `granted` is None when it was refused (`status`).
+    `queued_ahead`: requests for the same model admitted and not yet granted when it arrived
+    (counted by the simulator from the effects, not asked of the scheduler)."""
 
     request_id: int
     model: str
     arrived: float
+    queued_ahead: int = 0
     granted: float | None = None
     finished: float | None = None
     status: int | None = None
@@ -191,6 +194,7 @@ class _Replay:
     ticks: set[float] = field(default_factory=set)
     process: dict[str, _Process] = field(default_factory=dict)
     leases: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)
     outcomes: list[Outcome] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
 
@@ -201,6 +205,7 @@ class _Replay:
     def run(self) -> Result:
         self.process = dict.fromkeys(self.trace.models, _Process.DOWN)
         self.leases = dict.fromkeys(self.trace.models, 0)
+        self.waiting = dict.fromkeys(self.trace.models, 0)
         for i, arrival in enumerate(self.trace.arrivals):
             self.outcomes.append(Outcome(i, arrival.model, arrival.at))
             self.at(arrival.at, _Arrive(i))
@@ -217,7 +222,11 @@ class _Replay:
     def handle(self, event: _Event) -> list[Effect]:
         s, now = self.scheduler, self.now
         if isinstance(event, _Arrive):
-            return s.on_request(event.index, self.trace.arrivals[event.index].model, now)
+            model = self.trace.arrivals[event.index].model
+            ahead = self.waiting[model]
+            self.outcomes[event.index] = replace(self.outcomes[event.index], queued_ahead=ahead)
+            self.waiting[model] += 1
+            return s.on_request(event.index, model, now)
         if isinstance(event, _SwapDone):
             for model in event.swap.evict:
                 self.process[model] = _Process.DOWN
@@ -240,6 +249,7 @@ class _Replay:
                 self.grant(effect)
             elif isinstance(effect, Reject):
                 outcome = self.outcomes[effect.request_id]
+                self.waiting[outcome.model] -= 1
                 self.outcomes[effect.request_id] = replace(
                     outcome, finished=self.now, status=effect.status
                 )
@@ -260,6 +270,7 @@ class _Replay:
                 f"while it is {self.process[grant.model]}"
             )
         self.leases[grant.model] += 1
+        self.waiting[grant.model] -= 1
         outcome = self.outcomes[grant.request_id]
         self.outcomes[grant.request_id] = replace(outcome, granted=self.now)
         service = self.trace.arrivals[grant.request_id].service
