@@ -175,13 +175,9 @@ def plot(path: Path, results: dict[tuple[str, Setup], Summary]) -> Path:
         xs = [r.swaps for _, r in points]
         ax.plot(xs, [r.p99 for _, r in points], "o-", label="batch: wait p99")
         ax.plot(xs, [r.max_wait for _, r in points], "s--", label="batch: wait max")
-        for w, r in points:
+        for text, r in point_labels(points):
             ax.annotate(
-                wait_label(w),
-                (r.swaps, r.p99),
-                textcoords="offset points",
-                xytext=(4, -11),
-                fontsize=7,
+                text, (r.swaps, r.p99), textcoords="offset points", xytext=(4, -11), fontsize=7
             )
         ax.plot([fifo.swaps], [fifo.p99], "r*", markersize=12, label="fifo: wait p99")
         ax.plot([fifo.swaps], [fifo.max_wait], "rx", markersize=9, label="fifo: wait max")
@@ -195,6 +191,23 @@ def plot(path: Path, results: dict[tuple[str, Setup], Summary]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def point_labels(points: Sequence[tuple[float, Summary]]) -> list[tuple[str, Summary]]:
+    """One label per distinct point: maxWait values that give the same numbers share one."""
+    labels: list[tuple[list[float], Summary]] = []
+    for max_wait, r in points:
+        if labels and (round(labels[-1][1].swaps, 1), round(labels[-1][1].p99, 1)) == (
+            round(r.swaps, 1),
+            round(r.p99, 1),
+        ):
+            labels[-1][0].append(max_wait)
+        else:
+            labels.append(([max_wait], r))
+    return [
+        (wait_label(ws[0]) if len(ws) == 1 else f"{wait_label(ws[0])}–{wait_label(ws[-1])}", r)
+        for ws, r in labels
+    ]
 
 
 def _plot_svg(path: Path, results: dict[tuple[str, Setup], Summary]) -> Path:
@@ -224,7 +237,7 @@ def _plot_svg(path: Path, results: dict[tuple[str, Setup], Summary]) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="40 seeds instead of --seeds")
-    parser.add_argument("--seeds", type=int, default=500, help="traces per setup (default 500)")
+    parser.add_argument("--seeds", type=int, default=200, help="traces per setup (default 200)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--plot", type=Path, help="write the trade-off curve here (PNG)")
     args = parser.parse_args()
