@@ -16,12 +16,20 @@ from hypothesis import strategies as st
 from swap_harness import Group
 
 from llamaswap.config.model import DEFAULT_MAX_WAIT_S
-from llamaswap.swap.effects import Grant, StartSwap
+from llamaswap.swap.effects import Grant, StartSwap, StopModels, StopReason
 from llamaswap.swap.policy import GroupPolicy
 from llamaswap.swap.rules import Admission, ModelRules, Policy, SchedulerSettings
 from llamaswap.swap.scheduler import Scheduler
 from llamaswap.testing.sim_traces import burst, sustained
-from llamaswap.testing.simulator import Arrival, Result, Setup, Trace, simulate
+from llamaswap.testing.simulator import (
+    Arrival,
+    Replay,
+    Result,
+    Setup,
+    Trace,
+    scheduler_for,
+    simulate,
+)
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -50,6 +58,23 @@ def setups(draw: st.DrawFn, policy: Policy | None = None) -> Setup:
         min_resident=draw(st.sampled_from([0.0, 5.0])),
         stop_time=draw(st.sampled_from([0.0, 0.1, 1.0])),
     )
+
+
+def test_the_simulator_reports_breaches_of_the_lease_rule() -> None:
+    """The checks the properties rely on: fed effects a broken scheduler could return."""
+    trace = Trace((Arrival(0.0, "m0", 1.0), Arrival(0.0, "m1", 1.0)), {"m0": 1.0, "m1": 1.0})
+    setup = Setup(Policy.FIFO)
+    replay = Replay(trace, setup, scheduler_for(trace, setup))
+    replay.apply([Grant(0, "m0")])  # m0 never started
+    replay.apply([StartSwap(1, "m1", frozenset({"m0"}))])  # evicts m0 under request 0's lease
+    replay.apply([Grant(1, "m1")])  # m1 is loading, not up
+    replay.apply([StopModels(frozenset({"m1"}), StopReason.TTL)])  # under request 1's lease
+    assert [v.split(": ", 1)[1] for v in replay.violations] == [
+        "request 0 granted on m0 while it is down",
+        "m0 evicted by swap 1 while 1 lease(s) hold it",
+        "request 1 granted on m1 while it is loading",
+        "m1 stopped while 1 lease(s) hold it",
+    ]
 
 
 def answered(result: Result) -> bool:

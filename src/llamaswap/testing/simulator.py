@@ -183,7 +183,9 @@ def scheduler_for(trace: Trace, setup: Setup) -> Scheduler:
 
 
 @dataclass
-class _Replay:
+class Replay:
+    """One replay in progress. `apply` is where effects are carried out and checked."""
+
     trace: Trace
     setup: Setup
     scheduler: Scheduler
@@ -202,13 +204,15 @@ class _Replay:
         heapq.heappush(self.heap, (when, self.seq, event))
         self.seq += 1
 
-    def run(self) -> Result:
+    def __post_init__(self) -> None:
         self.process = dict.fromkeys(self.trace.models, _Process.DOWN)
         self.leases = dict.fromkeys(self.trace.models, 0)
         self.waiting = dict.fromkeys(self.trace.models, 0)
         for i, arrival in enumerate(self.trace.arrivals):
             self.outcomes.append(Outcome(i, arrival.model, arrival.at))
             self.at(arrival.at, _Arrive(i))
+
+    def run(self) -> Result:
         for _ in range(MAX_EVENTS):
             if not self.heap:
                 break
@@ -310,4 +314,4 @@ class _Replay:
 
 def simulate(trace: Trace, setup: Setup) -> Result:
     """Replay `trace` through a fresh scheduler configured by `setup`."""
-    return _Replay(trace, setup, scheduler_for(trace, setup)).run()
+    return Replay(trace, setup, scheduler_for(trace, setup)).run()
