@@ -175,9 +175,17 @@ def plot(path: Path, results: dict[tuple[str, Setup], Summary]) -> Path:
         xs = [r.swaps for _, r in points]
         ax.plot(xs, [r.p99 for _, r in points], "o-", label="batch: wait p99")
         ax.plot(xs, [r.max_wait for _, r in points], "s--", label="batch: wait max")
-        for text, r in point_labels(points):
+        for i, (text, r) in enumerate(point_labels(points)):
+            # Alternate sides: neighbouring points of the curve are often close together.
+            offset = (4, -11) if i % 2 == 0 else (-8, 6)
+            align = "left" if i % 2 == 0 else "right"
             ax.annotate(
-                text, (r.swaps, r.p99), textcoords="offset points", xytext=(4, -11), fontsize=7
+                text,
+                (r.swaps, r.p99),
+                textcoords="offset points",
+                xytext=offset,
+                ha=align,
+                fontsize=7,
             )
         ax.plot([fifo.swaps], [fifo.p99], "r*", markersize=12, label="fifo: wait p99")
         ax.plot([fifo.swaps], [fifo.max_wait], "rx", markersize=9, label="fifo: wait max")
