@@ -32,6 +32,9 @@ from typing import Any
 
 import aiohttp
 
+# One percentile for every benchmark, the simulator included (re-exported for the scripts).
+from llamaswap.testing.sim_traces import percentile
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 CHAT_LUA = BENCH / "chat_post.lua"
@@ -309,15 +312,6 @@ def busy_fraction(before: tuple[float, float], after: tuple[float, float]) -> fl
 
 
 # ---- statistics and tables ------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100.0 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 def ms(seconds: float) -> str:
