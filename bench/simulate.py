@@ -34,7 +34,7 @@ from llamaswap.swap.rules import Admission, Policy
 from llamaswap.testing.sim_traces import TRACES, RunStats, Summary, replay_seeds, summarise
 from llamaswap.testing.simulator import Setup
 
-SWEEP = (2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, math.inf)
+SWEEP = (2.0, 5.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, math.inf)
 LLAMA_SWAP = Setup(Policy.FIFO, admission=Admission.LIMIT)
 FIFO = Setup(Policy.FIFO)
 CHUNK = 25  # seeds per task: small enough to balance two workers

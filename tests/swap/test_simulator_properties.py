@@ -203,26 +203,27 @@ def test_batch_swaps_fewer_than_fifo_over_the_seeded_traces() -> None:
 # ---- scheduler bugs the simulator found (fixed in swap/, not here) ----------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="overdue is `now - arrived >= max_wait` but the deadline is `arrived + max_wait`: "
-    "with arrived=0.2, max_wait=0.5 the deadline is 0.7 and 0.7 - 0.2 < 0.5 in floats, so a "
-    "tick at the deadline changes nothing and next_deadline() then skips it",
-)
 def test_a_tick_at_next_deadline_places_the_overdue_request() -> None:
-    rules = ModelRules(max_wait=0.5)
+    """Regression: overdue was `now - arrived >= max_wait` while the deadline was
+    `arrived + max_wait`; with arrived=0.2, max_wait=0.5 the deadline is 0.7 and
+    0.7 - 0.2 < 0.5 in floats, so the tick at the deadline changed nothing."""
+    rules = ModelRules(max_wait=0.5, concurrency_limit=1)
     scheduler = Scheduler(
         {"a": rules, "b": rules},
         GroupPolicy({"one": Group(("a", "b"))}),
-        SchedulerSettings(policy=Policy.BATCH, min_resident=5.0),
+        SchedulerSettings(policy=Policy.BATCH, min_resident=0.0, patience=0.0),
     )
     [start] = scheduler.on_request(1, "a", 0.0)
     assert isinstance(start, StartSwap)
     assert scheduler.on_swap_done(start.swap_id, None, 0.0, 0.5) == [Grant(1, "a")]
-    scheduler.on_request(2, "b", 0.2)  # waits: a is fresh and holds a lease
+    scheduler.on_request(3, "a", 0.1)  # waits for a's only slot: a still has work
+    scheduler.on_request(2, "b", 0.2)  # waits: a has a request waiting for it
+    assert scheduler.active_swaps() == []
+    assert scheduler.next_deadline() == 0.1 + 0.5  # a's own request: nothing to swap
+    scheduler.on_tick(0.1 + 0.5)
+    assert scheduler.active_swaps() == []
     deadline = scheduler.next_deadline()
     assert deadline == 0.2 + 0.5
     scheduler.on_tick(deadline)
-    # Overdue: a swap to b is planned (it launches once request 1's lease ends), so a gets
-    # no new leases; or at the least the deadline is not lost.
+    # Overdue: a swap to b is planned (it launches once request 1's lease ends).
     assert [s.target for s in scheduler.active_swaps()] == ["b"]

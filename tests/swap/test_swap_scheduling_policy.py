@@ -81,7 +81,7 @@ def test_batch_serves_the_loaded_model_before_swapping_fifo_does_not() -> None:
 
 
 def test_batch_swaps_once_the_loaded_model_has_drained() -> None:
-    h = exclusive(batch())
+    h = exclusive(batch(patience=0.0))  # no arrival pattern to go by: only what waits counts
     load(h, "a", 1)
     h.now = 10.0
     h.request(2, "b")
@@ -91,6 +91,44 @@ def test_batch_swaps_once_the_loaded_model_has_drained() -> None:
     swap = only_swap(h.served(3))
     assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
     assert grants(h.swap_done(swap.swap_id)) == [2]
+
+
+def steady_stream(h: Harness, model: str, times: list[float], first_id: int) -> None:
+    """Requests for a loaded `model` at `times`, each served before the next arrives."""
+    for offset, at in enumerate(times):
+        h.now = at
+        assert grants(h.request(first_id + offset, model)) == [first_id + offset]
+        h.served(first_id + offset)
+
+
+def test_batch_keeps_a_model_whose_requests_keep_arriving() -> None:
+    h = exclusive(batch(min_resident=0.0), {m: ModelRules(max_wait=30.0) for m in MODELS})
+    load(h, "a", 1)
+    h.served(1)
+    steady_stream(h, "a", [0.5, 1.0, 1.5], 10)  # one every 0.5 s: more expected until 4.5
+    h.now = 1.6
+    assert swaps(h.request(2, "b")) == []
+    h.now = 1.8
+    assert grants(h.request(13, "a")) == [13]  # a's stream goes on: 0.5 s gaps on average
+    h.served(13)
+    # Its stream has stopped: three average gaps after its last request, b goes.
+    until = h.scheduler.next_deadline()
+    assert until is not None and 1.8 < until < 30.0
+    swap = only_swap(h.tick(until))
+    assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
+
+
+def test_an_overdue_request_ends_the_stickiness() -> None:
+    h = exclusive(batch(min_resident=0.0), {m: ModelRules(max_wait=1.0) for m in MODELS})
+    load(h, "a", 1)
+    h.served(1)
+    steady_stream(h, "a", [0.2, 0.4, 0.6, 0.8, 1.0], 10)
+    h.now = 1.05
+    assert swaps(h.request(2, "b")) == []
+    steady_stream(h, "a", [1.2, 1.4, 1.6, 1.8, 2.0], 20)  # a's stream goes on
+    swap = only_swap(h.tick(2.05))  # b has waited maxWait: it goes now
+    assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
+    assert grants(h.request(99, "a")) == []
 
 
 def test_max_wait_bounds_the_wait_under_sustained_traffic_to_the_loaded_model() -> None:

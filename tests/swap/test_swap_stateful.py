@@ -340,6 +340,11 @@ class SchedulerMachine(RuleBasedStateMachine):
                 self.swap_done(min(self.launched), ok=True)
             elif self.pending_stops:
                 self.stop_done(min(self.pending_stops))
+            elif self.waiting and (deadline := self.scheduler.next_deadline()) is not None:
+                # Batch may hold a waiter until a deadline (maxWait, minResident, a stream
+                # of requests ending): let that time pass.
+                self.now = max(self.now, deadline)
+                self.apply(self.scheduler.on_tick(self.now))
             else:
                 break
             self.phases_match_the_world()

@@ -58,7 +58,7 @@ def batch_order(
 
     def key(w: Waiting) -> tuple[int, int, int, int, float, int, int]:
         entry = per_model[w.model]
-        overdue = now - entry.oldest_arrived >= max_wait[w.model]
+        overdue = now >= entry.oldest_arrived + max_wait[w.model]
         work_per_second = entry.count / max(load_time(w.model), 1e-3)
         return (
             0 if overdue else 1,

@@ -5,10 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-DEFAULT_IN_FLIGHT_LIMIT = 10
-DEFAULT_MAX_QUEUE = 256
-DEFAULT_MAX_WAIT_S = 10.0
-DEFAULT_MIN_RESIDENT_S = 5.0
+# The defaults are the config's (one place), re-exported for the pure code and its tests.
+from llamaswap.config.model import DEFAULT_CONCURRENCY_LIMIT as DEFAULT_IN_FLIGHT_LIMIT
+from llamaswap.config.model import DEFAULT_MAX_QUEUE, DEFAULT_MAX_WAIT_S, DEFAULT_MIN_RESIDENT_S
+
+__all__ = [
+    "DEFAULT_IN_FLIGHT_LIMIT",
+    "DEFAULT_MAX_QUEUE",
+    "DEFAULT_MAX_WAIT_S",
+    "DEFAULT_MIN_RESIDENT_S",
+    "Admission",
+    "Backoff",
+    "ModelRules",
+    "Policy",
+    "SchedulerSettings",
+]
 
 
 class Policy(StrEnum):
@@ -72,4 +83,7 @@ class SchedulerSettings:
     backoff: Backoff = field(default_factory=Backoff)
     # Learned load times: weight of the newest sample, and the initial guess.
     load_time_weight: float = 0.3
+    # Batch: more requests are expected for a model for this many of its average gaps
+    # between arrivals after its last one (0: never; see `swap.arrivals`).
+    patience: float = 6.0
     default_load_time: float = 5.0

@@ -51,6 +51,7 @@ import itertools
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
+from llamaswap.swap.arrivals import Arrivals
 from llamaswap.swap.effects import (
     CancelStart,
     Effect,
@@ -123,6 +124,7 @@ class Scheduler:
         self._policy = policy
         self._settings = settings or SchedulerSettings()
         self._load_times = LoadTimes(self._settings.load_time_weight, load_times)
+        self._arrivals = Arrivals(patience=self._settings.patience)
         self._wake_times = LoadTimes(self._settings.load_time_weight)
         self._phase: dict[str, Phase] = dict.fromkeys(self._rules, Phase.STOPPED)
         self._leases: dict[int, str] = {}
@@ -239,6 +241,12 @@ class Scheduler:
                 for ready in self._ready_at.values()
                 if ready + self._settings.min_resident > self._now
             ]
+            # A running model stops being expected to get more requests: others may go.
+            later += [
+                until
+                for m in self._running()
+                if (until := self._arrivals.expected_until(m)) is not None and until > self._now
+            ]
             deadlines.append(min(later, default=float("inf")))
         deadline = min(deadlines, default=None)
         return None if deadline == float("inf") else deadline
@@ -296,6 +304,7 @@ class Scheduler:
             return [rejected]
         self._reserved[model] += 1
         self._model_of[request_id] = model
+        self._arrivals.observe(model, now)
         self._queue.append(
             Waiting(request_id, model, self._rules[model].priority, next(self._seq), now)
         )
@@ -656,17 +665,18 @@ class Scheduler:
         return True
 
     def _may_evict(self, evict: frozenset[str], waiting: Waiting, now: float) -> bool:
-        """Batch: a model in use keeps running while requests wait for it, unless the request
-        is overdue; and for `min_resident` after it became ready even then, so two overdue
-        models cannot thrash each other's loads."""
-        overdue = now - waiting.arrived >= self._rules[waiting.model].max_wait
+        """Batch: a model in use keeps running while requests wait for it or keep arriving
+        for it (`swap.arrivals`), unless the request is overdue; and for `min_resident` after
+        it became ready even then, so two overdue models cannot thrash each other's loads."""
+        overdue = now >= waiting.arrived + self._rules[waiting.model].max_wait
         for model in evict:
             waiting_here = self.waiting_for(model)
-            if not (waiting_here or self._lease_count[model]):
-                continue
-            if now - self._ready_at.get(model, now) < self._settings.min_resident:
+            in_use = waiting_here or self._lease_count[model]
+            if in_use and now - self._ready_at.get(model, now) < self._settings.min_resident:
                 return False
-            if waiting_here and not overdue:
+            if overdue:
+                continue
+            if waiting_here or self._arrivals.expects_more(model, now):
                 return False
         return True
 
