@@ -118,6 +118,17 @@ def test_batch_keeps_a_model_whose_requests_keep_arriving() -> None:
     assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
 
 
+def test_one_person_switching_models_is_not_held_up() -> None:
+    """Requests for a further apart than its load time: switching to b swaps at once."""
+    h = exclusive(batch(min_resident=0.0), {m: ModelRules(max_wait=30.0) for m in MODELS})
+    load(h, "a", 1)
+    h.served(1)
+    steady_stream(h, "a", [20.0, 40.0, 60.0], 10)  # one every 20 s; a loads in 5 s (guess)
+    h.now = 61.0
+    swap = only_swap(h.request(2, "b"))
+    assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
+
+
 def test_an_overdue_request_ends_the_stickiness() -> None:
     h = exclusive(batch(min_resident=0.0), {m: ModelRules(max_wait=1.0) for m in MODELS})
     load(h, "a", 1)

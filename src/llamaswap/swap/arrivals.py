@@ -3,9 +3,10 @@
 A loaded model whose requests keep arriving is worth keeping even in the short gaps where
 nothing of it is in flight: swapping it away then costs a load now and another when its next
 request comes. Each model's gap between arrivals is averaged (EWMA); more is expected for
-`patience` average gaps after its last arrival. A burst that has ended stops being expected
-within a few of its short gaps; a steady trickle keeps its model while it lasts, until
-another model's request is overdue. Pure.
+`patience` average gaps after its last arrival, and only from a stream denser than one
+request per load time (one person switching models is not held up). A burst that has ended
+stops being expected within a few of its short gaps; a steady stream keeps its model while
+it lasts, until another model's request is overdue. Pure.
 """
 
 from __future__ import annotations
@@ -39,13 +40,18 @@ class Arrivals:
         stream.gap = gap if stream.gap is None else stream.gap + self._weight * (gap - stream.gap)
         stream.last = now
 
-    def expected_until(self, model: str) -> float | None:
-        """Until when another request for `model` is expected (None: nothing to go by)."""
+    def expected_until(self, model: str, max_gap: float) -> float | None:
+        """Until when another request for `model` is expected; None when there is nothing to
+        go by, or when its requests come further apart than `max_gap` on average (the
+        caller passes the model's load time: a model asked for less often than it takes to
+        load is not worth holding while others wait, e.g. one person switching models)."""
         stream = self._streams.get(model)
         if stream is None or stream.gap is None or self._patience <= 0:
             return None
+        if stream.gap > max_gap:
+            return None
         return stream.last + self._patience * stream.gap
 
-    def expects_more(self, model: str, now: float) -> bool:
-        until = self.expected_until(model)
+    def expects_more(self, model: str, now: float, max_gap: float) -> bool:
+        until = self.expected_until(model, max_gap)
         return until is not None and now < until

@@ -245,7 +245,8 @@ class Scheduler:
             later += [
                 until
                 for m in self._running()
-                if (until := self._arrivals.expected_until(m)) is not None and until > self._now
+                if (until := self._arrivals.expected_until(m, self._load_time(m))) is not None
+                and until > self._now
             ]
             deadlines.append(min(later, default=float("inf")))
         deadline = min(deadlines, default=None)
@@ -664,6 +665,9 @@ class Scheduler:
         self._swap_of_waiter[waiting.request_id] = swap.swap_id
         return True
 
+    def _load_time(self, model: str) -> float:
+        return self._load_times.seconds(model, self._settings.default_load_time)
+
     def _may_evict(self, evict: frozenset[str], waiting: Waiting, now: float) -> bool:
         """Batch: a model in use keeps running while requests wait for it or keep arriving
         for it (`swap.arrivals`), unless the request is overdue; and for `min_resident` after
@@ -676,7 +680,7 @@ class Scheduler:
                 return False
             if overdue:
                 continue
-            if waiting_here or self._arrivals.expects_more(model, now):
+            if waiting_here or self._arrivals.expects_more(model, now, self._load_time(model)):
                 return False
         return True
 
