@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from inprocess import fake_models_yaml, running_llamaswap
-from llamaswap.server import protocol
+from llamaswap.server import body_deadline, protocol
 
 DEADLINE = 10.0
 
@@ -90,3 +90,29 @@ async def test_connections_past_the_cap_are_closed(monkeypatch: pytest.MonkeyPat
                         break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.05)
+
+
+async def test_a_body_that_trickles_in_is_cut_off_but_a_slow_answer_is_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(body_deadline, "BODY_TIMEOUT_S", 0.5)
+    async with running_llamaswap(fake_models_yaml(["m"])) as (base, _):
+        url = urlsplit(base)
+        assert url.hostname is not None and url.port is not None
+        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mo'
+        )
+        started = time.monotonic()
+        assert await closed_by_peer(reader)
+        assert time.monotonic() - started < 5.0
+        writer.close()
+        # A whole body whose answer takes longer than the body deadline is served.
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{base}/v1/chat/completions?wait=1s", json=body) as resp,
+        ):
+            assert resp.status == 200
+            assert (await resp.json())["model"] == "m"

@@ -33,6 +33,7 @@ from llamaswap.server.auth import (
     route_needs_auth,
     unauthorized_response,
 )
+from llamaswap.server.body_deadline import body_deadline_middleware
 from llamaswap.server.extract import RequestShape, shape_request
 from llamaswap.server.filters import shape_body
 from llamaswap.server.model_paths import (
@@ -178,7 +179,12 @@ async def _close(app: web.Application) -> None:
 
 def build_app(state: AppState) -> web.Application:
     """The route table, in one place."""
-    middlewares = [api_errors_middleware, errors_middleware, auth_middleware]
+    middlewares = [
+        body_deadline_middleware,
+        api_errors_middleware,
+        errors_middleware,
+        auth_middleware,
+    ]
     app = web.Application(middlewares=middlewares, client_max_size=1024**3)
     app[STATE] = state
     app[selectors.RESERVATIONS] = selectors.Reservations()
