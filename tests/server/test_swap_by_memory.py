@@ -211,3 +211,20 @@ def test_a_model_that_does_not_fall_asleep_is_stopped(
         chat_pid(server, "other")
         assert states(server) == {"other": "ready"}, server.log()
         assert "could not put stubborn to sleep" in server.log()
+
+
+def test_the_placement_example_runs_on_fake_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """examples/placement.yaml as its header says to run it: two fake GPUs, every model."""
+    state = install_fake_gpus(
+        tmp_path, monkeypatch, [("Fake 24G", 24 * GIB_MIB), ("Fake 12G", 12 * GIB_MIB)]
+    )
+    example = Path(__file__).resolve().parents[2] / "examples" / "placement.yaml"
+    with llamaswap(run_dir(tmp_path), example.read_text()) as server:
+        models = [e["id"] for e in server.call("GET", "/v1/models").json()["data"]]
+        assert len(models) >= 5
+        for model in models:
+            chat_pid(server, model)
+        assert fake_gpu_users(state), "no fake server reported device memory"
+        assert sum(fake_gpu_users(state).values()) <= 36 * GIB_MIB
