@@ -1,0 +1,329 @@
+"""P8: scheduling under a burst and under sustained load, through real proxies.
+
+Three mutually exclusive models (one group, `swap` and `exclusive`) whose fake upstreams take
+2 s to become healthy. Two seeded traces, replayed open loop (see replay.py):
+
+* burst: 60 requests over ~6 s, each for one of the three models at random, 200 ms service;
+* sustained: Poisson arrivals, ~3 req/s for 60 s, 1 s service, sticky model choice (the
+  previous request's model again with p = 0.65).
+
+Each trace runs against llamaswap with `routing.scheduler.policy: batch` (the default) and
+`fifo`, otherwise default settings; with `--baseline PATH`, against Go llama-swap with its
+default settings and with `concurrencyLimit` raised so that it refuses nothing. The sustained
+trace also runs llamaswap `batch` over a `maxWait` sweep (`--max-waits`).
+
+Reported per run: refusals (429) and other errors, swaps (llamaswap: its "swap to" log lines;
+llama-swap: models newly seen in /running, polled every 50 ms; both count the first load),
+makespan (first arrival → last answer), wait (latency minus service time) p50 / p99 / max;
+then the targets of issue 9, each met or missed with its numbers.
+
+    python bench/p8_scheduling.py [--quick] [--baseline PATH] [--scenario burst|sustained]
+                                  [--max-waits 5,20,30,60] [--keep-logs DIR]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import common
+from replay import MODELS, Arrival, TraceResult, logged_swaps, make_trace, replay
+
+from llamaswap.config.model import DEFAULT_MAX_WAIT_S
+
+RAISED_LIMIT = 1000  # llama-swap's concurrencyLimit that refuses nothing on these traces
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    trace: list[Arrival]
+    service_s: float
+    load_s: float
+
+    def describe(self) -> str:
+        span = self.trace[-1].at - self.trace[0].at
+        return (
+            f"{len(self.trace)} requests over {span:.1f}s "
+            f"({len(self.trace) / span:.1f} req/s), 3 exclusive models, "
+            f"{self.load_s:g}s load, {self.service_s * 1000:.0f} ms service"
+        )
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One row: which proxy, and what the generated config adds to the defaults."""
+
+    label: str
+    proxy: str  # "llamaswap" or "llama-swap"
+    scheduler: dict[str, Any] = field(default_factory=dict)  # routing.scheduler (llamaswap)
+    concurrency_limit: int | None = None  # None: not written (the proxy's default)
+    max_wait: float | None = None  # the maxWait in force (llamaswap batch), for the targets
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "-" for c in self.label).strip("-")
+
+
+@dataclass(frozen=True)
+class Run:
+    setup: Setup
+    result: TraceResult
+    swaps: int
+
+    @property
+    def p99(self) -> float:
+        return common.percentile(self.result.waits, 99)
+
+    @property
+    def max_wait(self) -> float:
+        return max(self.result.waits, default=math.nan)
+
+
+def scenarios(quick: bool, seed: int) -> dict[str, Scenario]:
+    if quick:
+        return {
+            "burst": Scenario("burst", make_trace(12, 1.5, seed, stay=1 / 3), 0.2, 0.5),
+            "sustained": Scenario("sustained", make_trace(15, 5.0, seed, stay=0.65), 0.2, 0.5),
+        }
+    return {
+        "burst": Scenario("burst", make_trace(60, 6.0, seed, stay=1 / 3), 0.2, 2.0),
+        "sustained": Scenario("sustained", make_trace(180, 60.0, seed, stay=0.65), 1.0, 2.0),
+    }
+
+
+def setups(name: str, baseline: str | None, max_waits: Sequence[float]) -> list[Setup]:
+    default_wait = f"maxWait {DEFAULT_MAX_WAIT_S:g}s"
+    rows = [
+        Setup(f"llamaswap batch ({default_wait})", "llamaswap", max_wait=DEFAULT_MAX_WAIT_S),
+        Setup("llamaswap fifo", "llamaswap", {"policy": "fifo"}),
+    ]
+    if baseline:
+        rows += [
+            Setup("llama-swap HEAD (default)", "llama-swap"),
+            Setup(
+                f"llama-swap HEAD (concurrencyLimit {RAISED_LIMIT})",
+                "llama-swap",
+                concurrency_limit=RAISED_LIMIT,
+            ),
+        ]
+    if name == "sustained":
+        rows += [
+            Setup(
+                f"llamaswap batch, maxWait {w:g}s",
+                "llamaswap",
+                {"maxWait": f"{w:g}s"},
+                max_wait=w,
+            )
+            for w in max_waits
+            if w != DEFAULT_MAX_WAIT_S
+        ]
+    return rows
+
+
+def run_one(
+    scenario: Scenario,
+    setup: Setup,
+    baseline: str | None,
+    work: Path,
+    procs: list[common.Proc],
+    keep_logs: Path | None,
+) -> Run:
+    """A fresh proxy (and fresh upstream ports) for one row, replay, stop."""
+    run_dir = work / f"{scenario.name}-{setup.slug}"
+    run_dir.mkdir()
+    specs = [common.ModelSpec(m, startup_delay=scenario.load_s) for m in MODELS]
+    groups = {"chat": {"swap": True, "exclusive": True, "members": list(MODELS)}}
+    extra = {"routing": {"scheduler": setup.scheduler}} if setup.scheduler else None
+    config = common.write_config(
+        run_dir, specs, groups, extra, concurrency_limit=setup.concurrency_limit
+    )
+    binary = common.llamaswap_argv() if setup.proxy == "llamaswap" else [str(baseline)]
+    proxy = common.start_proxy(setup.proxy, binary, config, run_dir)
+    procs.append(proxy.proc)
+    try:
+        result = asyncio.run(replay(proxy.url, scenario.trace, scenario.service_s))
+    finally:
+        proxy.proc.stop()
+    if keep_logs is not None:
+        keep_logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(proxy.proc.log_path, keep_logs / f"{scenario.name}-{setup.slug}.log")
+    ours = setup.proxy == "llamaswap"
+    swaps = logged_swaps(proxy.proc.log_path) if ours else result.polled_swaps
+    return Run(setup, result, swaps)
+
+
+def print_runs(scenario: Scenario, runs: Sequence[Run]) -> None:
+    def s(x: float) -> str:
+        return "-" if math.isnan(x) else f"{x:.2f}"
+
+    rows = []
+    for r in runs:
+        res = r.result
+        rows.append(
+            [
+                r.setup.label,
+                len(scenario.trace),
+                res.refused,
+                res.errors - res.refused,
+                r.swaps,
+                res.polled_swaps,
+                f"{res.makespan:.1f}",
+                s(common.percentile(res.waits, 50)),
+                s(r.p99),
+                s(r.max_wait),
+            ]
+        )
+    common.print_table(
+        f"{scenario.name}: {scenario.describe()}",
+        [
+            "proxy",
+            "requests",
+            "refused (429)",
+            "other errors",
+            "swaps",
+            "swaps (/running)",
+            "makespan s",
+            "wait p50 s",
+            "wait p99 s",
+            "wait max s",
+        ],
+        rows,
+    )
+
+
+@dataclass
+class Targets:
+    """Issue 9's targets as rows (target, measured, met); a missed one names its numbers."""
+
+    rows: list[list[str]] = field(default_factory=list)
+
+    def check(self, target: str, measured: str, met: bool) -> None:
+        self.rows.append([target, measured, "met" if met else "MISSED"])
+
+    @property
+    def met(self) -> int:
+        return sum(1 for r in self.rows if r[2] == "met")
+
+
+def check_burst(runs: dict[str, Run], t: Targets) -> None:
+    ours = next(r for r in runs.values() if r.setup.max_wait == DEFAULT_MAX_WAIT_S)
+    failed = ours.result.errors
+    t.check("burst: 0 refusals (batch)", f"{failed} refused or failed", failed == 0)
+    head = runs.get("llama-swap HEAD (default)")
+    if head is None:
+        return
+    t.check(
+        "burst: swaps ≤ HEAD's",
+        f"{ours.swaps} vs {head.swaps}",
+        ours.swaps <= head.swaps,
+    )
+    t.check(
+        "burst: makespan ≤ HEAD's",
+        f"{ours.result.makespan:.1f}s vs {head.result.makespan:.1f}s",
+        ours.result.makespan <= head.result.makespan,
+    )
+
+
+def check_sustained(runs: dict[str, Run], load_s: float, t: Targets) -> None:
+    batch = [r for r in runs.values() if r.setup.max_wait is not None]
+    ours = next(r for r in batch if r.setup.max_wait == DEFAULT_MAX_WAIT_S)
+    failed = ours.result.errors
+    t.check("sustained: 0 refusals (batch)", f"{failed} refused or failed", failed == 0)
+    bound = DEFAULT_MAX_WAIT_S + load_s
+    t.check(
+        f"sustained: max wait ≤ maxWait + load ({bound:g}s)",
+        f"{ours.max_wait:.2f}s",
+        ours.max_wait <= bound,
+    )
+    head = runs.get(f"llama-swap HEAD (concurrencyLimit {RAISED_LIMIT})")
+    if head is None:
+        return
+    t.check(
+        "sustained: swaps ≤ 2/3 of HEAD's (raised limits)",
+        f"{ours.swaps} vs {head.swaps} (≤ {head.swaps * 2 / 3:.1f})",
+        ours.swaps * 3 <= head.swaps * 2,
+    )
+    t.check(
+        "sustained: p99 wait ≤ HEAD's (raised limits)",
+        f"{ours.p99:.2f}s vs {head.p99:.2f}s",
+        ours.p99 <= head.p99,
+    )
+    halving = sorted(
+        (r for r in batch if r.swaps * 2 <= head.swaps and r.result.errors == 0),
+        key=lambda r: r.setup.max_wait or 0.0,
+    )
+    tried = ", ".join(f"{r.setup.max_wait:g}s: {r.swaps}" for r in batch)
+    t.check(
+        "sustained: a maxWait with swaps ≤ 1/2 of HEAD's",
+        (f"maxWait {halving[0].setup.max_wait:g}s" if halving else "none")
+        + f" (≤ {head.swaps / 2:.1f}; swaps by maxWait {tried})",
+        bool(halving),
+    )
+
+
+def baseline_version(baseline: str | None) -> str:
+    if not baseline:
+        return ""
+    try:
+        out = subprocess.run(
+            [baseline, "-version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return baseline
+    return f"{baseline}: {' '.join(out.split())}"
+
+
+def main() -> None:
+    parser = common.base_parser(__doc__ or "")
+    parser.add_argument("--scenario", choices=["burst", "sustained"], action="append")
+    parser.add_argument(
+        "--max-waits",
+        default=None,
+        help="sustained: maxWait values (s) for llamaswap batch, comma-separated "
+        "(default 5,20,30,60; none with --quick)",
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--keep-logs", type=Path, help="copy each proxy's log into DIR")
+    args = parser.parse_args()
+    sweep = args.max_waits if args.max_waits is not None else ("" if args.quick else "5,20,30,60")
+    max_waits = [float(w) for w in sweep.split(",") if w.strip()]
+    baseline = common.baseline_binary(args.baseline)
+    chosen = scenarios(args.quick, args.seed)
+    names = args.scenario or list(chosen)
+    print(f"P8 scheduling — {common.machine_note()}; seed {args.seed}")
+    notes = [] if baseline else ["llama-swap: not on PATH and no --baseline given: rows skipped"]
+    if baseline:
+        notes.append(f"baseline {baseline_version(baseline)}")
+
+    targets = Targets()
+    with common.workspace("p8") as (work, procs):
+        for name in names:
+            scenario = chosen[name]
+            runs: dict[str, Run] = {}
+            for setup in setups(name, baseline, max_waits):
+                runs[setup.label] = run_one(scenario, setup, baseline, work, procs, args.keep_logs)
+            print_runs(scenario, list(runs.values()))
+            if name == "burst":
+                check_burst(runs, targets)
+            else:
+                check_sustained(runs, scenario.load_s, targets)
+
+    common.print_table("Targets (issue 9)", ["target", "measured", "met"], targets.rows)
+    common.print_summary(
+        "P8",
+        f"{targets.met} of {len(targets.rows)} targets met"
+        + "".join(f"; missed: {r[0]} ({r[1]})" for r in targets.rows if r[2] != "met"),
+        notes,
+        baseline is not None,
+    )
+
+
+if __name__ == "__main__":
+    main()
