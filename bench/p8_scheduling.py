@@ -14,17 +14,21 @@ trace also runs llamaswap `batch` over a `maxWait` sweep (`--max-waits`).
 
 Reported per run: refusals (429) and other errors, swaps (llamaswap: its "swap to" log lines;
 llama-swap: models newly seen in /running, polled every 50 ms; both count the first load),
-makespan (first arrival → last answer), wait (latency minus service time) p50 / p99 / max;
-then the targets of issue 9, each met or missed with its numbers.
+makespan (first arrival → last answer), wait (latency minus service time) p50 / p99 / max,
+the machine's load average after the row (rows run one after another, and a busy machine
+slows the upstreams' starts); then the targets of issue 9, each met or missed with its
+numbers. `--keep-logs DIR` keeps each proxy's log and a timeline (requests sent with their
+latency, /running changes) per row.
 
     python bench/p8_scheduling.py [--quick] [--baseline PATH] [--scenario burst|sustained]
-                                  [--max-waits 5,20,30,60] [--keep-logs DIR]
+                                  [--max-waits 5,20,30/15,60] [--keep-logs DIR]
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -67,6 +71,12 @@ class Setup:
     max_wait: float | None = None  # the maxWait in force (llamaswap batch), for the targets
 
     @property
+    def knobs(self) -> str:
+        """`maxWait[/minResident]` of a batch row, e.g. `30s/15s`."""
+        resident = self.scheduler.get("minResident")
+        return f"{self.max_wait:g}s" + (f"/{resident}" if resident else "")
+
+    @property
     def slug(self) -> str:
         return "".join(c if c.isalnum() else "-" for c in self.label).strip("-")
 
@@ -76,6 +86,7 @@ class Run:
     setup: Setup
     result: TraceResult
     swaps: int
+    load_avg: float  # the machine's 1-minute load average after the row (others share it)
 
     @property
     def p99(self) -> float:
@@ -98,11 +109,40 @@ def scenarios(quick: bool, seed: int) -> dict[str, Scenario]:
     }
 
 
-def setups(name: str, baseline: str | None, max_waits: Sequence[float]) -> list[Setup]:
+Sweep = Sequence[tuple[float, float | None]]  # (maxWait, minResident or None: the default)
+
+
+def parse_sweep(text: str) -> list[tuple[float, float | None]]:
+    """`5,20,30/15`: maxWait values in seconds, each optionally with `/minResident`."""
+    out: list[tuple[float, float | None]] = []
+    for item in filter(None, (i.strip() for i in text.split(","))):
+        wait, _, resident = item.partition("/")
+        out.append((float(wait), float(resident) if resident else None))
+    return out
+
+
+def sweep_setup(wait: float, resident: float | None) -> Setup:
+    scheduler = {"maxWait": f"{wait:g}s"}
+    label = f"llamaswap batch, maxWait {wait:g}s"
+    if resident is not None:
+        scheduler["minResident"] = f"{resident:g}s"
+        label += f", minResident {resident:g}s"
+    return Setup(label, "llamaswap", scheduler, max_wait=wait)
+
+
+def setups(name: str, baseline: str | None, sweep: Sweep) -> list[Setup]:
     default_wait = f"maxWait {DEFAULT_MAX_WAIT_S:g}s"
     rows = [
         Setup(f"llamaswap batch ({default_wait})", "llamaswap", max_wait=DEFAULT_MAX_WAIT_S),
         Setup("llamaswap fifo", "llamaswap", {"policy": "fifo"}),
+        # llama-swap's admission (reservations, no in-flight cap below the limit): the same
+        # rules as the raised llama-swap row, to tell the policy from the admission
+        Setup(
+            f"llamaswap fifo (concurrencyLimit {RAISED_LIMIT})",
+            "llamaswap",
+            {"policy": "fifo"},
+            concurrency_limit=RAISED_LIMIT,
+        ),
     ]
     if baseline:
         rows += [
@@ -114,16 +154,7 @@ def setups(name: str, baseline: str | None, max_waits: Sequence[float]) -> list[
             ),
         ]
     if name == "sustained":
-        rows += [
-            Setup(
-                f"llamaswap batch, maxWait {w:g}s",
-                "llamaswap",
-                {"maxWait": f"{w:g}s"},
-                max_wait=w,
-            )
-            for w in max_waits
-            if w != DEFAULT_MAX_WAIT_S
-        ]
+        rows += [sweep_setup(w, r) for w, r in sweep if (w, r) != (DEFAULT_MAX_WAIT_S, None)]
     return rows
 
 
@@ -140,7 +171,10 @@ def run_one(
     run_dir.mkdir()
     specs = [common.ModelSpec(m, startup_delay=scenario.load_s) for m in MODELS]
     groups = {"chat": {"swap": True, "exclusive": True, "members": list(MODELS)}}
-    extra = {"routing": {"scheduler": setup.scheduler}} if setup.scheduler else None
+    # llama-swap's key too: millisecond timestamps line the log up with the requests
+    extra: dict[str, Any] = {"logTimeFormat": "stampmilli"}
+    if setup.scheduler:
+        extra["routing"] = {"scheduler": setup.scheduler}
     config = common.write_config(
         run_dir, specs, groups, extra, concurrency_limit=setup.concurrency_limit
     )
@@ -152,11 +186,25 @@ def run_one(
     finally:
         proxy.proc.stop()
     if keep_logs is not None:
-        keep_logs.mkdir(parents=True, exist_ok=True)
-        shutil.copy(proxy.proc.log_path, keep_logs / f"{scenario.name}-{setup.slug}.log")
+        keep(keep_logs / f"{scenario.name}-{setup.slug}", proxy.proc.log_path, result)
     ours = setup.proxy == "llamaswap"
     swaps = logged_swaps(proxy.proc.log_path) if ours else result.polled_swaps
-    return Run(setup, result, swaps)
+    return Run(setup, result, swaps, os.getloadavg()[0])
+
+
+def keep(stem: Path, log: Path, result: TraceResult) -> None:
+    """The proxy's log, and one line per request (wall-clock send and answer times, s) and
+    per change of /running, in time order: enough to reconstruct what the scheduler did."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(log, stem.with_name(stem.name + ".log"))
+    events = [
+        (r.sent, f"sent\t{r.model}\t{r.done - r.sent:.3f}\t{r.status}") for r in result.requests
+    ]
+    events += [(at, f"running\t{states}") for at, states in result.timeline]
+    events.sort()
+    start = events[0][0] if events else 0.0
+    lines = [f"{at - start:8.3f}\t{what}" for at, what in events]
+    stem.with_name(stem.name + ".timeline.tsv").write_text("\n".join(lines) + "\n")
 
 
 def print_runs(scenario: Scenario, runs: Sequence[Run]) -> None:
@@ -178,6 +226,7 @@ def print_runs(scenario: Scenario, runs: Sequence[Run]) -> None:
                 s(common.percentile(res.waits, 50)),
                 s(r.p99),
                 s(r.max_wait),
+                f"{r.load_avg:.1f}",
             ]
         )
     common.print_table(
@@ -193,6 +242,7 @@ def print_runs(scenario: Scenario, runs: Sequence[Run]) -> None:
             "wait p50 s",
             "wait p99 s",
             "wait max s",
+            "load avg",
         ],
         rows,
     )
@@ -259,11 +309,11 @@ def check_sustained(runs: dict[str, Run], load_s: float, t: Targets) -> None:
         (r for r in batch if r.swaps * 2 <= head.swaps and r.result.errors == 0),
         key=lambda r: r.setup.max_wait or 0.0,
     )
-    tried = ", ".join(f"{r.setup.max_wait:g}s: {r.swaps}" for r in batch)
+    tried = ", ".join(f"{r.setup.knobs}: {r.swaps}" for r in batch)
     t.check(
         "sustained: a maxWait with swaps ≤ 1/2 of HEAD's",
-        (f"maxWait {halving[0].setup.max_wait:g}s" if halving else "none")
-        + f" (≤ {head.swaps / 2:.1f}; swaps by maxWait {tried})",
+        (f"maxWait {halving[0].setup.knobs}" if halving else "none")
+        + f" (≤ {head.swaps / 2:.1f}; swaps by maxWait[/minResident] {tried})",
         bool(halving),
     )
 
@@ -286,14 +336,14 @@ def main() -> None:
     parser.add_argument(
         "--max-waits",
         default=None,
-        help="sustained: maxWait values (s) for llamaswap batch, comma-separated "
-        "(default 5,20,30,60; none with --quick)",
+        help="sustained: maxWait values (s) for llamaswap batch, comma-separated, each "
+        "optionally with /minResident (s), e.g. 20,30/15 (default 5,20,30,60; none with --quick)",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep-logs", type=Path, help="copy each proxy's log into DIR")
     args = parser.parse_args()
     sweep = args.max_waits if args.max_waits is not None else ("" if args.quick else "5,20,30,60")
-    max_waits = [float(w) for w in sweep.split(",") if w.strip()]
+    max_waits = parse_sweep(sweep)
     baseline = common.baseline_binary(args.baseline)
     chosen = scenarios(args.quick, args.seed)
     names = args.scenario or list(chosen)

@@ -44,6 +44,16 @@ def make_trace(
     return out
 
 
+@dataclass(frozen=True)
+class Sent:
+    """One request as the client saw it: wall-clock send and answer times (s), status."""
+
+    model: str
+    sent: float
+    done: float
+    status: int  # 0: connection error
+
+
 @dataclass
 class TraceResult:
     """What one replay saw: waits of answered requests (latency minus service time)."""
@@ -54,34 +64,53 @@ class TraceResult:
     polled_swaps: int
     # statuses of the requests that were not answered 200 (0: connection error)
     failures: list[int] = field(default_factory=list)
+    requests: list[Sent] = field(default_factory=list)
+    # (wall-clock time, "model:state ...") each time /running changed
+    timeline: list[tuple[float, str]] = field(default_factory=list)
 
     @property
     def refused(self) -> int:
         return sum(1 for s in self.failures if s == 429)
 
 
-async def poll_running(url: str, stop: asyncio.Event) -> int:
+@dataclass
+class Polled:
+    """What polling /running saw: starts (models newly seen) and every change of the
+    (model, state) set, with its wall-clock time."""
+
+    starts: int = 0
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+
+async def poll_running(url: str, stop: asyncio.Event) -> Polled:
     """Count models newly seen in /running (each is a start, i.e. a swap in)."""
     seen: set[str] = set()
-    starts = 0
+    polled = Polled()
+    last = ""
     async with aiohttp.ClientSession() as session:
         while not stop.is_set():
             try:
                 async with session.get(f"{url}/running") as resp:
                     body = json.loads(await resp.read())
-                now = {e["model"] for e in body.get("running", [])}
-                starts += len(now - seen)
+                entries = body.get("running", [])
+                now = {e["model"] for e in entries}
+                polled.starts += len(now - seen)
                 seen = now
+                states = " ".join(sorted(f"{e['model']}:{e.get('state', '?')}" for e in entries))
+                if states != last:
+                    polled.timeline.append((time.time(), states or "-"))
+                    last = states
             except (aiohttp.ClientError, ValueError):
                 pass
             await asyncio.sleep(0.05)
-    return starts
+    return polled
 
 
 async def replay(url: str, trace: list[Arrival], service_s: float) -> TraceResult:
     waits: list[float] = []
     failures: list[int] = []
     finished: list[float] = []
+    sent_log: list[Sent] = []
     stop = asyncio.Event()
     poller = asyncio.create_task(poll_running(url, stop))
     timeout = aiohttp.ClientTimeout(total=300)
@@ -105,6 +134,9 @@ async def replay(url: str, trace: list[Arrival], service_s: float) -> TraceResul
                 status = 0
             done = time.perf_counter()
             finished.append(done - start)
+            # wall clock too, to line requests up with the proxy's timestamped log
+            wall = time.time() - time.perf_counter()
+            sent_log.append(Sent(a.model, wall + sent, wall + done, status))
             if status == 200:
                 waits.append(done - sent - service_s)
             else:
@@ -113,7 +145,10 @@ async def replay(url: str, trace: list[Arrival], service_s: float) -> TraceResul
         await asyncio.gather(*(one(a) for a in trace))
     stop.set()
     polled = await poller
-    return TraceResult(waits, len(failures), max(finished) - trace[0].at, polled, failures)
+    makespan = max(finished) - trace[0].at
+    return TraceResult(
+        waits, len(failures), makespan, polled.starts, failures, sent_log, polled.timeline
+    )
 
 
 def logged_swaps(log: Path) -> int:
