@@ -30,8 +30,10 @@ import asyncio
 import math
 import os
 import shutil
+import statistics
 import subprocess
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -82,19 +84,67 @@ class Setup:
 
 
 @dataclass(frozen=True)
-class Run:
-    setup: Setup
+class Rep:
+    """One replay of a trace through one row's proxy."""
+
     result: TraceResult
     swaps: int
-    load_avg: float  # the machine's 1-minute load average after the row (others share it)
+    load_avg: float  # the machine's 1-minute load average after it (others share the machine)
+
+
+@dataclass
+class Row:
+    """A setup and its repetitions; the table and the targets use medians over them."""
+
+    setup: Setup
+    reps: list[Rep] = field(default_factory=list)
+
+    def _median(self, value: Callable[[Rep], float]) -> float:
+        return statistics.median(value(r) for r in self.reps)
+
+    @property
+    def swaps(self) -> float:
+        return self._median(lambda r: r.swaps)
+
+    @property
+    def polled_swaps(self) -> float:
+        return self._median(lambda r: r.result.polled_swaps)
+
+    @property
+    def refused(self) -> float:
+        return self._median(lambda r: r.result.refused)
+
+    @property
+    def failed(self) -> float:
+        """Refused or failed otherwise (median)."""
+        return self._median(lambda r: r.result.errors)
+
+    @property
+    def makespan(self) -> float:
+        return self._median(lambda r: r.result.makespan)
+
+    def wait(self, q: float) -> float:
+        return self._median(lambda r: common.percentile(r.result.waits, q))
 
     @property
     def p99(self) -> float:
-        return common.percentile(self.result.waits, 99)
+        return self.wait(99)
 
     @property
     def max_wait(self) -> float:
-        return max(self.result.waits, default=math.nan)
+        return self._median(lambda r: max(r.result.waits, default=math.nan))
+
+    @property
+    def load_avg(self) -> float:
+        return self._median(lambda r: r.load_avg)
+
+    def each(self, value: Callable[[Rep], float]) -> str:
+        """The median, and every value when the repetitions differ: `4 (4/4/3)`."""
+        values = [value(r) for r in self.reps]
+        median = f"{statistics.median(values):g}"
+        if len(set(values)) == 1:
+            return median
+        return f"{median} ({'/'.join(f'{v:g}' for v in values)})"
 
 
 def scenarios(quick: bool, seed: int) -> dict[str, Scenario]:
@@ -165,10 +215,9 @@ def run_one(
     work: Path,
     procs: list[common.Proc],
     keep_logs: Path | None,
-) -> Run:
+) -> Rep:
     """A fresh proxy (and fresh upstream ports) for one row, replay, stop."""
-    run_dir = work / f"{scenario.name}-{setup.slug}"
-    run_dir.mkdir()
+    run_dir = Path(tempfile.mkdtemp(prefix=f"{scenario.name}-{setup.slug}-", dir=work))
     specs = [common.ModelSpec(m, startup_delay=scenario.load_s) for m in MODELS]
     groups = {"chat": {"swap": True, "exclusive": True, "members": list(MODELS)}}
     # llama-swap's key too: millisecond timestamps line the log up with the requests
@@ -189,7 +238,7 @@ def run_one(
         keep(keep_logs / f"{scenario.name}-{setup.slug}", proxy.proc.log_path, result)
     ours = setup.proxy == "llamaswap"
     swaps = logged_swaps(proxy.proc.log_path) if ours else result.polled_swaps
-    return Run(setup, result, swaps, os.getloadavg()[0])
+    return Rep(result, swaps, os.getloadavg()[0])
 
 
 def keep(stem: Path, log: Path, result: TraceResult) -> None:
@@ -207,30 +256,29 @@ def keep(stem: Path, log: Path, result: TraceResult) -> None:
     stem.with_name(stem.name + ".timeline.tsv").write_text("\n".join(lines) + "\n")
 
 
-def print_runs(scenario: Scenario, runs: Sequence[Run]) -> None:
+def print_rows(scenario: Scenario, rows: Sequence[Row], repeat: int) -> None:
     def s(x: float) -> str:
         return "-" if math.isnan(x) else f"{x:.2f}"
 
-    rows = []
-    for r in runs:
-        res = r.result
-        rows.append(
-            [
-                r.setup.label,
-                len(scenario.trace),
-                res.refused,
-                res.errors - res.refused,
-                r.swaps,
-                res.polled_swaps,
-                f"{res.makespan:.1f}",
-                s(common.percentile(res.waits, 50)),
-                s(r.p99),
-                s(r.max_wait),
-                f"{r.load_avg:.1f}",
-            ]
-        )
+    cells = [
+        [
+            r.setup.label,
+            len(scenario.trace),
+            r.each(lambda p: p.result.refused),
+            r.each(lambda p: p.result.errors - p.result.refused),
+            r.each(lambda p: p.swaps),
+            f"{r.polled_swaps:g}",
+            f"{r.makespan:.1f}",
+            s(r.wait(50)),
+            s(r.p99),
+            s(r.max_wait),
+            f"{r.load_avg:.1f}",
+        ]
+        for r in rows
+    ]
+    medians = f" (medians of {repeat} interleaved runs)" if repeat > 1 else ""
     common.print_table(
-        f"{scenario.name}: {scenario.describe()}",
+        f"{scenario.name}: {scenario.describe()}{medians}",
         [
             "proxy",
             "requests",
@@ -244,7 +292,7 @@ def print_runs(scenario: Scenario, runs: Sequence[Run]) -> None:
             "wait max s",
             "load avg",
         ],
-        rows,
+        cells,
     )
 
 
@@ -262,30 +310,30 @@ class Targets:
         return sum(1 for r in self.rows if r[2] == "met")
 
 
-def check_burst(runs: dict[str, Run], t: Targets) -> None:
+def check_burst(runs: dict[str, Row], t: Targets) -> None:
     ours = next(r for r in runs.values() if r.setup.max_wait == DEFAULT_MAX_WAIT_S)
-    failed = ours.result.errors
-    t.check("burst: 0 refusals (batch)", f"{failed} refused or failed", failed == 0)
+    failed = ours.failed
+    t.check("burst: 0 refusals (batch)", f"{failed:g} refused or failed", failed == 0)
     head = runs.get("llama-swap HEAD (default)")
     if head is None:
         return
     t.check(
         "burst: swaps ≤ HEAD's",
-        f"{ours.swaps} vs {head.swaps}",
+        f"{ours.swaps:g} vs {head.swaps:g}",
         ours.swaps <= head.swaps,
     )
     t.check(
         "burst: makespan ≤ HEAD's",
-        f"{ours.result.makespan:.1f}s vs {head.result.makespan:.1f}s",
-        ours.result.makespan <= head.result.makespan,
+        f"{ours.makespan:.1f}s vs {head.makespan:.1f}s",
+        ours.makespan <= head.makespan,
     )
 
 
-def check_sustained(runs: dict[str, Run], load_s: float, t: Targets) -> None:
+def check_sustained(runs: dict[str, Row], load_s: float, t: Targets) -> None:
     batch = [r for r in runs.values() if r.setup.max_wait is not None]
     ours = next(r for r in batch if r.setup.max_wait == DEFAULT_MAX_WAIT_S)
-    failed = ours.result.errors
-    t.check("sustained: 0 refusals (batch)", f"{failed} refused or failed", failed == 0)
+    failed = ours.failed
+    t.check("sustained: 0 refusals (batch)", f"{failed:g} refused or failed", failed == 0)
     bound = DEFAULT_MAX_WAIT_S + load_s
     t.check(
         f"sustained: max wait ≤ maxWait + load ({bound:g}s)",
@@ -297,7 +345,7 @@ def check_sustained(runs: dict[str, Run], load_s: float, t: Targets) -> None:
         return
     t.check(
         "sustained: swaps ≤ 2/3 of HEAD's (raised limits)",
-        f"{ours.swaps} vs {head.swaps} (≤ {head.swaps * 2 / 3:.1f})",
+        f"{ours.swaps:g} vs {head.swaps:g} (≤ {head.swaps * 2 / 3:.1f})",
         ours.swaps * 3 <= head.swaps * 2,
     )
     t.check(
@@ -306,10 +354,10 @@ def check_sustained(runs: dict[str, Run], load_s: float, t: Targets) -> None:
         ours.p99 <= head.p99,
     )
     halving = sorted(
-        (r for r in batch if r.swaps * 2 <= head.swaps and r.result.errors == 0),
+        (r for r in batch if r.swaps * 2 <= head.swaps and r.failed == 0),
         key=lambda r: r.setup.max_wait or 0.0,
     )
-    tried = ", ".join(f"{r.setup.knobs}: {r.swaps}" for r in batch)
+    tried = ", ".join(f"{r.setup.knobs}: {r.swaps:g}" for r in batch)
     t.check(
         "sustained: a maxWait with swaps ≤ 1/2 of HEAD's",
         (f"maxWait {halving[0].setup.knobs}" if halving else "none")
@@ -340,6 +388,9 @@ def main() -> None:
         "optionally with /minResident (s), e.g. 20,30/15 (default 5,20,30,60; none with --quick)",
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs of every row, interleaved (medians shown)"
+    )
     parser.add_argument("--keep-logs", type=Path, help="copy each proxy's log into DIR")
     args = parser.parse_args()
     sweep = args.max_waits if args.max_waits is not None else ("" if args.quick else "5,20,30,60")
@@ -356,14 +407,17 @@ def main() -> None:
     with common.workspace("p8") as (work, procs):
         for name in names:
             scenario = chosen[name]
-            runs: dict[str, Run] = {}
-            for setup in setups(name, baseline, max_waits):
-                runs[setup.label] = run_one(scenario, setup, baseline, work, procs, args.keep_logs)
-            print_runs(scenario, list(runs.values()))
+            rows = {setup.label: Row(setup) for setup in setups(name, baseline, max_waits)}
+            # interleaved, so that a change in the machine's load touches every row alike
+            for rep in range(args.repeat):
+                for row in rows.values():
+                    keep_dir = args.keep_logs / f"rep{rep + 1}" if args.keep_logs else None
+                    row.reps.append(run_one(scenario, row.setup, baseline, work, procs, keep_dir))
+            print_rows(scenario, list(rows.values()), args.repeat)
             if name == "burst":
-                check_burst(runs, targets)
+                check_burst(rows, targets)
             else:
-                check_sustained(runs, scenario.load_s, targets)
+                check_sustained(rows, scenario.load_s, targets)
 
     common.print_table("Targets (issue 9)", ["target", "measured", "met"], targets.rows)
     common.print_summary(
