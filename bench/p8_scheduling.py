@@ -8,7 +8,8 @@ Three mutually exclusive models (one group, `swap` and `exclusive`) whose fake u
   previous request's model again with p = 0.65).
 
 Each trace runs against llamaswap with `routing.scheduler.policy: batch` (the default) and
-`fifo`, otherwise default settings; with `--baseline PATH`, against Go llama-swap with its
+`fifo`, otherwise default settings, and `fifo` with `concurrencyLimit` written (llama-swap's
+admission); with `--baseline PATH`, against Go llama-swap with its
 default settings and with `concurrencyLimit` raised so that it refuses nothing. The sustained
 trace also runs llamaswap `batch` over a `maxWait` sweep (`--max-waits`).
 
@@ -21,7 +22,7 @@ numbers. `--keep-logs DIR` keeps each proxy's log and a timeline (requests sent 
 latency, /running changes) per row.
 
     python bench/p8_scheduling.py [--quick] [--baseline PATH] [--scenario burst|sustained]
-                                  [--max-waits 5,20,30/15,60] [--keep-logs DIR]
+                                  [--max-waits 5,20,30/15,60] [--repeat N] [--keep-logs DIR]
 """
 
 from __future__ import annotations
