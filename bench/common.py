@@ -201,15 +201,19 @@ def write_config(
     models: Sequence[ModelSpec],
     groups: dict[str, dict[str, Any]] | None = None,
     extra: dict[str, Any] | None = None,
+    concurrency_limit: int | None = 256,
 ) -> Path:
-    """A llama-swap config (JSON is YAML) for fake upstreams; loads in both proxies."""
+    """A llama-swap config (JSON is YAML) for fake upstreams; loads in both proxies.
+
+    `concurrency_limit` defaults to 256 because the default (10) answers 429 past c=10 and
+    benchmarks go to c=64; None leaves it unwritten (each proxy's own default)."""
     config: dict[str, Any] = {"healthCheckTimeout": 30, "logLevel": "info"}
+    limit = {} if concurrency_limit is None else {"concurrencyLimit": concurrency_limit}
     config["models"] = {
         m.name: {
             "cmd": " ".join(fake_argv(m.port, m.name, startup_delay=m.startup_delay)),
             "proxy": m.url,
-            # the default (10) answers 429 past c=10; benchmarks go to c=64
-            "concurrencyLimit": 256,
+            **limit,
         }
         for m in models
     }

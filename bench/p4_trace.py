@@ -17,99 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import random
-import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import aiohttp
 import common
+from replay import MODELS, TraceResult, logged_swaps, make_trace, replay
 
-MODELS = ("alpha", "beta", "gamma")
 SERVICE_S = 0.2
-
-
-@dataclass(frozen=True)
-class Arrival:
-    at: float
-    model: str
-
-
-def make_trace(n: int, span: float, seed: int = 7) -> list[Arrival]:
-    rng = random.Random(seed)
-    t, model, out = 0.0, rng.choice(MODELS), []
-    for _ in range(n):
-        t += rng.expovariate(n / span)
-        if rng.random() >= 0.6:
-            model = rng.choice([m for m in MODELS if m != model])
-        out.append(Arrival(t, model))
-    return out
-
-
-@dataclass
-class TraceResult:
-    waits: list[float]
-    errors: int
-    makespan: float
-    polled_swaps: int
-
-
-async def poll_running(url: str, stop: asyncio.Event) -> int:
-    """Count models newly seen in /running (each is a start, i.e. a swap in)."""
-    seen: set[str] = set()
-    starts = 0
-    async with aiohttp.ClientSession() as session:
-        while not stop.is_set():
-            try:
-                async with session.get(f"{url}/running") as resp:
-                    body = json.loads(await resp.read())
-                now = {e["model"] for e in body.get("running", [])}
-                starts += len(now - seen)
-                seen = now
-            except (aiohttp.ClientError, ValueError):
-                pass
-            await asyncio.sleep(0.05)
-    return starts
-
-
-async def replay(url: str, trace: list[Arrival]) -> TraceResult:
-    waits: list[float] = []
-    errors = 0
-    finished: list[float] = []
-    stop = asyncio.Event()
-    poller = asyncio.create_task(poll_running(url, stop))
-    timeout = aiohttp.ClientTimeout(total=300)
-    async with aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=0), timeout=timeout
-    ) as session:
-        start = time.perf_counter()
-
-        async def one(a: Arrival) -> None:
-            nonlocal errors
-            await asyncio.sleep(max(0.0, start + a.at - time.perf_counter()))
-            sent = time.perf_counter()
-            headers = {"Content-Type": "application/json"}
-            endpoint = f"{url}/v1/chat/completions?wait={int(SERVICE_S * 1000)}ms"
-            try:
-                async with session.post(
-                    endpoint, data=common.chat_body(a.model), headers=headers
-                ) as resp:
-                    await resp.read()
-                    ok = resp.status == 200
-            except aiohttp.ClientError:
-                ok = False
-            done = time.perf_counter()
-            finished.append(done - start)
-            if ok:
-                waits.append(done - sent - SERVICE_S)
-            else:
-                errors += 1
-
-        await asyncio.gather(*(one(a) for a in trace))
-    stop.set()
-    polled = await poller
-    return TraceResult(waits, errors, max(finished) - trace[0].at, polled)
 
 
 def main() -> None:
@@ -131,9 +43,9 @@ def main() -> None:
         config = common.write_config(work, specs, groups)
         for proxy in common.running_proxies(baseline, config, work, procs, notes):
             label = proxy.label
-            result = asyncio.run(replay(proxy.url, trace))
+            result = asyncio.run(replay(proxy.url, trace, SERVICE_S))
             proxy.proc.stop()
-            logged = _logged_swaps(proxy.proc.log_path) if label == "llamaswap" else None
+            logged = logged_swaps(proxy.proc.log_path) if label == "llamaswap" else None
             results[label] = (result, logged)
 
     rows = []
@@ -175,10 +87,6 @@ def main() -> None:
         notes,
         "llama-swap" in results,
     )
-
-
-def _logged_swaps(log: Path) -> int:
-    return sum(1 for line in log.read_text(errors="replace").splitlines() if "swap to" in line)
 
 
 if __name__ == "__main__":
