@@ -89,6 +89,10 @@ def main() -> None:
             finally:
                 proxy.proc.stop()
             results[sleep] = latencies
+            notes.append(
+                f"{'sleep' if sleep else 'no sleep'}: switches in order (s): "
+                + " ".join(f"{x:.2f}" for x in latencies)
+            )
             rows.append(
                 [
                     "sleep: vllm (wake)" if sleep else "no sleep (stop + load)",

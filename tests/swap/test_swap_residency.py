@@ -18,6 +18,7 @@ from swap_harness import (
 
 from llamaswap.swap.placement import Need
 from llamaswap.swap.residency import Residency
+from llamaswap.swap.rules import Policy, SchedulerSettings
 from llamaswap.swap.scheduler import Phase
 
 G = 1024**3
@@ -254,3 +255,20 @@ def test_a_failed_wake_leaves_the_model_stopped() -> None:
     wake = only_swap(h.request(4, "a"))
     assert rejects(h.swap_done(wake.swap_id, "wake failed"))[4].status == 500
     assert h.phase("a") is Phase.STOPPED
+
+
+def test_batch_holds_a_model_that_can_sleep_only_for_requests_faster_than_its_wake() -> None:
+    """Batch keeps a model for its arriving requests when they come faster than it comes
+    back; for a model that sleeps that is its wake (1 s until seen), not its load."""
+    needs = {"a": Need(14 * G), "b": Need(14 * G)}
+    residency = Residency(needs, ONE, dict.fromkeys(needs, 14 * G), None)
+    settings = SchedulerSettings(policy=Policy.BATCH, min_resident=0.0)
+    h = Harness(group_policy(default=Group(("a", "b"))), ("a", "b"), settings, residency)
+    start(h, "a", 1, load_time=3.0)
+    for offset, at in enumerate((1.2, 2.4, 3.6)):  # every 1.2 s: under its load, over a wake
+        h.now = at
+        assert grants(h.request(10 + offset, "a")) == [10 + offset]
+        h.served(10 + offset)
+    h.now = 3.7
+    swap = only_swap(h.request(2, "b"))
+    assert (swap.evict, swap.sleep) == (frozenset({"a"}), frozenset({"a"}))

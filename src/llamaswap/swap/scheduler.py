@@ -245,7 +245,7 @@ class Scheduler:
             later += [
                 until
                 for m in self._running()
-                if (until := self._arrivals.expected_until(m, self._load_time(m))) is not None
+                if (until := self._arrivals.expected_until(m, self._comeback_time(m))) is not None
                 and until > self._now
             ]
             deadlines.append(min(later, default=float("inf")))
@@ -665,7 +665,11 @@ class Scheduler:
         self._swap_of_waiter[waiting.request_id] = swap.swap_id
         return True
 
-    def _load_time(self, model: str) -> float:
+    def _comeback_time(self, model: str) -> float:
+        """What bringing `model` back after a swap costs: its wake when it can sleep, else
+        its load."""
+        if self._residency.can_sleep(model):
+            return self._wake_times.seconds(model, DEFAULT_WAKE_TIME_S)
         return self._load_times.seconds(model, self._settings.default_load_time)
 
     def _may_evict(self, evict: frozenset[str], waiting: Waiting, now: float) -> bool:
@@ -680,7 +684,7 @@ class Scheduler:
                 return False
             if overdue:
                 continue
-            if waiting_here or self._arrivals.expects_more(model, now, self._load_time(model)):
+            if waiting_here or self._arrivals.expects_more(model, now, self._comeback_time(model)):
                 return False
         return True
 
