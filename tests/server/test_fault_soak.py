@@ -11,14 +11,18 @@ printed for docs/reliability.md. Bounded by FAULT_SOAK_SECONDS (default 30).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
+import shutil
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +43,7 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(SOAK_SECONDS + 150)]
 CRASHING = f"{sys.executable} -c \"raise SystemExit('no weights here')\" ${{PORT}}"
 CONFIG = (
     "healthCheckTimeout: 15\n"
+    "store:\n  path: {store}\n"
     "models:\n"
     + fake_model("left")
     + fake_model("right")
@@ -152,7 +157,8 @@ async def killer(server: LlamaswapProcess, deadline: float, tally: Tally) -> Non
     while time.monotonic() < deadline - 2:
         await asyncio.sleep(rng.uniform(1.5, 2.5))
         server.children()  # remember every pid, for the orphan check at the end
-        victim = upstream_of(server, rng.choice(["left", "right"]))
+        first, second = rng.sample(["left", "right"], 2)
+        victim = upstream_of(server, first) or upstream_of(server, second)
         if victim is not None:
             tally.kills.append(time.monotonic())
             victim.kill()
@@ -210,6 +216,37 @@ async def slow_clients(port: int, deadline: float, tally: Tally) -> None:
             sock.close()
 
 
+@contextlib.contextmanager
+def small_disk(where: Path) -> Iterator[bool]:
+    """A 1 MiB tmpfs on `where` when this runs as root (True), else a plain directory."""
+    where.mkdir()
+    mounted = (
+        os.geteuid() == 0
+        and shutil.which("mount") is not None
+        and subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
+            capture_output=True,
+            check=False,
+        ).returncode
+        == 0
+    )
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True, check=False)
+
+
+async def disk_filler(disk: Path, deadline: float, tally: Tally) -> None:
+    """A third of the way in, fill the store's disk: recording must pause, serving go on."""
+    await asyncio.sleep((deadline - time.monotonic()) / 3)  # the soak's pace
+    with (disk / "filler").open("wb") as filler, contextlib.suppress(OSError):
+        while True:
+            filler.write(b"\0" * 65536)
+            filler.flush()
+    tally.outcomes["store disk filled"] += 1
+
+
 def rss_mib(server: LlamaswapProcess) -> float:
     assert server.proc is not None
     return psutil.Process(server.proc.pid).memory_info().rss / 2**20
@@ -218,17 +255,28 @@ def rss_mib(server: LlamaswapProcess) -> float:
 async def test_faults_lose_no_request_and_leak_no_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with llamaswap(tmp_path, CONFIG) as server:
+    disk = tmp_path / "disk"
+    with (
+        small_disk(disk) as fillable,
+        llamaswap(tmp_path, CONFIG.replace("{store}", str(disk / "activity.db"))) as server,
+    ):
         rss_before = rss_mib(server)
         tally = Tally()
         deadline = time.monotonic() + SOAK_SECONDS
-        await asyncio.gather(
-            *(client(server.base, seed, deadline, tally) for seed in range(CLIENTS)),
+        faults = [
             killer(server, deadline, tally),
             stubborn_cycle(server, deadline, tally),
             reloader(server, deadline, tally),
             slow_clients(server.port, deadline, tally),
+        ]
+        if fillable:  # needs root for the tmpfs; elsewhere the disk stays roomy
+            faults.append(disk_filler(disk, deadline, tally))
+        await asyncio.gather(
+            *(client(server.base, seed, deadline, tally) for seed in range(CLIENTS)), *faults
         )
+        if fillable:
+            pauses = server.log().count("recording paused")
+            tally.outcomes["recording paused (warnings)"] = pauses
         server.children()
         rss_after = rss_mib(server)
         assert server.proc is not None and server.proc.poll() is None, "llamaswap died"
@@ -243,5 +291,7 @@ async def test_faults_lose_no_request_and_leak_no_process(
     assert tally.outcomes["ok"] > CLIENTS * 5, tally.outcomes
     assert tally.outcomes["upstreams killed"] >= 3
     assert tally.outcomes["stubborn load+unload"] >= 1
+    if tally.outcomes["store disk filled"]:
+        assert tally.outcomes["recording paused (warnings)"] == 1
     if SOAK_SECONDS > HEAD_TIMEOUT_S + 5:
         assert tally.outcomes["slow connections closed by llamaswap"] == SLOW_CLIENTS
