@@ -16,6 +16,13 @@ from llamaswap.server import body_deadline, protocol
 DEADLINE = 10.0
 
 
+async def connect(base: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw TCP connection to llamaswap at `base`, to send bytes as a slow client would."""
+    url = urlsplit(base)
+    assert url.hostname is not None and url.port is not None
+    return await asyncio.open_connection(url.hostname, url.port)
+
+
 async def closed_by_peer(reader: asyncio.StreamReader) -> bool:
     """True when the server closes the connection (EOF) before DEADLINE."""
     try:
@@ -30,16 +37,14 @@ async def test_a_request_head_that_trickles_in_is_cut_off(
 ) -> None:
     monkeypatch.setattr(protocol, "HEAD_TIMEOUT_S", 0.5)
     async with running_llamaswap(fake_models_yaml(["m"])) as (base, _):
-        url = urlsplit(base)
-        assert url.hostname is not None and url.port is not None
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        reader, writer = await connect(base)
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
         started = time.monotonic()
         assert await closed_by_peer(reader)
         assert time.monotonic() - started < 5.0
         writer.close()
         # A client that sends whole requests keeps its connection past the head timeout.
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        reader, writer = await connect(base)
         for _ in range(2):
             writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             async with asyncio.timeout(DEADLINE):
@@ -55,9 +60,7 @@ async def test_a_later_request_head_that_trickles_in_is_cut_off_by_the_keepalive
 ) -> None:
     monkeypatch.setattr(protocol, "KEEPALIVE_TIMEOUT_S", 0.5)
     async with running_llamaswap(fake_models_yaml(["m"])) as (base, _):
-        url = urlsplit(base)
-        assert url.hostname is not None and url.port is not None
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        reader, writer = await connect(base)
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\nGET /health HTTP/1.1\r\n")
         async with asyncio.timeout(DEADLINE):
             assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
@@ -69,10 +72,8 @@ async def test_a_later_request_head_that_trickles_in_is_cut_off_by_the_keepalive
 async def test_connections_past_the_cap_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(protocol, "MAX_CONNECTIONS", 5)
     async with running_llamaswap(fake_models_yaml(["m"])) as (base, _):
-        url = urlsplit(base)
-        assert url.hostname is not None and url.port is not None
-        held = [await asyncio.open_connection(url.hostname, url.port) for _ in range(5)]
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        held = [await connect(base) for _ in range(5)]
+        reader, writer = await connect(base)
         assert await closed_by_peer(reader)
         writer.close()
         for _, held_writer in held:
@@ -97,9 +98,7 @@ async def test_a_body_that_trickles_in_is_cut_off_but_a_slow_answer_is_not(
 ) -> None:
     monkeypatch.setattr(body_deadline, "BODY_TIMEOUT_S", 0.5)
     async with running_llamaswap(fake_models_yaml(["m"])) as (base, _):
-        url = urlsplit(base)
-        assert url.hostname is not None and url.port is not None
-        reader, writer = await asyncio.open_connection(url.hostname, url.port)
+        reader, writer = await connect(base)
         writer.write(
             b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
             b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"mo'
