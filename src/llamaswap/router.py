@@ -302,7 +302,7 @@ class Router:
         if not self._closed:
             self._apply(self._scheduler.on_served(request_id, self._clock()))
             self._lease_released.set()
-            self.events.publish("modelStatusChanged", None)  # its in-flight count changed
+            self.events.publish("leases", None)  # a model's in-flight count changed
 
     # ---- operator actions ------------------------------------------------------------------
 
@@ -436,7 +436,7 @@ class Router:
             lease.release()  # the caller already left: never leave a lease dangling
             return
         future.set_result(lease)
-        self.events.publish("modelStatusChanged", None)  # its in-flight count changed
+        self.events.publish("leases", None)  # a model's in-flight count changed
 
     def _reject(self, reject: Reject) -> None:
         future = self._waiters.get(reject.request_id)

@@ -203,3 +203,45 @@ async def test_swaps_and_state_changes_before_the_client_came_are_in_the_initial
         ("b", "starting", "ready"),
     ]
     assert [s["at"] for s in states] == sorted(s["at"] for s in states)
+
+
+async def test_in_flight_counts_are_sent_coalesced_and_end_current() -> None:
+    """Two lease events per request do not become two modelStatus frames per request: the
+    counts go out at most every LEASE_COUNTS_EVERY_S, and the last frame has the latest."""
+    requests = 40
+    async with (
+        running_llamaswap(fake_models_yaml(["a"])) as (base, state),
+        aiohttp.ClientSession() as session,
+    ):
+        body = {"model": "a", "messages": []}
+        async with session.post(f"{base}/v1/chat/completions", json=body) as r:
+            assert r.status == 200  # a is ready before the events are followed
+        async with session.get(f"{base}/api/events") as resp:
+            reader = EventReader(resp)
+            await reader.until("modelStatus")
+            seen_before = len(reader.seen)
+            # Held in flight, then released: the UI must see 1 and then 0.
+            held = asyncio.Event()
+            go = asyncio.Event()
+
+            async def hold(_: str) -> None:
+                held.set()
+                await go.wait()
+
+            state.before_forward = hold
+            first = asyncio.create_task(session.post(f"{base}/v1/chat/completions", json=body))
+            async with asyncio.timeout(DEADLINE):
+                await held.wait()
+            await reader.until("modelStatus", lambda s: s[0]["inFlight"] == 1)
+            state.before_forward = None
+            go.set()
+            (await first).release()
+            for _ in range(requests):
+                async with session.post(f"{base}/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+            # A marker through the same bus: every lease event was handled before it.
+            state.router.events.publish("activity", {"marker": True})
+            await reader.until("activity", lambda d: d == {"marker": True})
+            frames = [k for k, _ in reader.seen[seen_before:] if k == "modelStatus"]
+            assert len(frames) < requests  # one per lease event would be 2 × requests
+            await reader.until("modelStatus", lambda s: s[0]["inFlight"] == 0)

@@ -52,6 +52,7 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 EVENTS_QUEUE = 1024  # per /api/events client, as llama-swap [H]; overflow is dropped
+LEASE_COUNTS_EVERY_S = 0.05  # the latest in-flight counts reach the UI within this
 LEVEL_NAMES = {"WARNING": "WARN", "CRITICAL": "ERROR"}
 
 log = logging.getLogger("llamaswap.observe")
@@ -327,6 +328,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
         kinds=(
             "modelState",
             "modelStatusChanged",
+            "leases",
             "swap",
             "inflight",
             "queue",
@@ -348,7 +350,22 @@ async def api_events(request: web.Request) -> web.StreamResponse:
         )
     )
 
-    def on_event(event: Any) -> bytes:
+    loop = asyncio.get_running_loop()
+    lease_flush: asyncio.TimerHandle | None = None
+
+    def flush_lease_counts() -> None:
+        nonlocal lease_flush
+        lease_flush = None
+        out.offer(sse_frame("modelStatus", model_status(app[STATE])))
+
+    def on_event(event: Any) -> bytes | None:
+        nonlocal lease_flush
+        if event.kind == "leases":
+            # A lease taken or released (two per request): under load, one modelStatus per
+            # LEASE_COUNTS_EVERY_S carries the latest counts instead of one per request.
+            if lease_flush is None:
+                lease_flush = loop.call_later(LEASE_COUNTS_EVERY_S, flush_lease_counts)
+            return None
         if event.kind in ("modelState", "modelStatusChanged"):
             return sse_frame("modelStatus", model_status(app[STATE]))
         if event.kind == "queue":  # queue depths per model live in modelStatus
@@ -370,6 +387,8 @@ async def api_events(request: web.Request) -> web.StreamResponse:
         with _held_open(app, out, bus_sub, proxy_sub, upstream_sub):
             await _stream_out(request, response, first, out)
     finally:
+        if lease_flush is not None:
+            lease_flush.cancel()
         for pump in pumps:
             pump.cancel()
         await asyncio.gather(*pumps, return_exceptions=True)
