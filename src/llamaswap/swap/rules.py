@@ -87,3 +87,5 @@ class SchedulerSettings:
     # between arrivals after its last one (0: never; see `swap.arrivals`).
     patience: float = 6.0
     default_load_time: float = 5.0
+    # Batch: seconds a stop is expected to take, when counting deadlines ahead.
+    stop_time: float = 0.2
