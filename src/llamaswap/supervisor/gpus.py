@@ -1,4 +1,5 @@
-"""The GPUs upstream processes run on: which cards there are, and what a child holds on them.
+"""The hardware upstream processes run on: which cards there are, what a child holds on
+them, and the host memory sleeping models may hold.
 
 Blocking I/O (the vendors' tools, the process table): call from a worker thread. The parsing
 lives in `observe.gpu` and `observe.gpu_usage`; this module only asks and sums up.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+
+import psutil
 
 from llamaswap.observe.gpu import (
     NVIDIA_INFO_QUERY,
@@ -24,7 +27,7 @@ from llamaswap.observe.gpu_usage import (
     read_compute_apps,
 )
 
-__all__ = ["Card", "detect_cards", "measure_tree"]
+__all__ = ["Card", "detect_cards", "host_memory_total", "measure_tree"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +67,9 @@ def measure_tree(pid: int, names_by_index: Mapping[int, str]) -> dict[str, int] 
         return None
     names = device_by_uuid(((c.index, c.uuid) for c in cards), names_by_index)
     return measured_usage(apps, pids, names)
+
+
+def host_memory_total() -> int:
+    """The machine's RAM in bytes: the budget of sleeping models when `hostMemory` is not
+    written (they hold their weights in host memory while asleep)."""
+    return int(psutil.virtual_memory().total)
