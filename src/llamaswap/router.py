@@ -598,6 +598,9 @@ class Router:
         measured = await asyncio.to_thread(measure_tree, pid, self._device_names)
         if measured is None or self._closed or self.processes[model].pid != pid:
             return
+        leaving = any(model in swap.evict for swap in self._scheduler.active_swaps())
+        if leaving or self.state(model) is not ProcessState.READY:
+            return  # being put to sleep or stopped meanwhile: the reading may miss memory
         check_declared(model, placed, measured)
         self._measured[model] = (pid, measured)
         self._scheduler.on_measured(model, measured)

@@ -12,21 +12,12 @@ from typing import Any
 
 import psutil
 import pytest
-from llamaswap_proc import LlamaswapProcess, fake_model, llamaswap
+from llamaswap_proc import LlamaswapProcess, fake_model, llamaswap, memory_model
 
 from helpers import install_fake_gpus, wait_until_sync
 
 GIB = 1024**3
 GIB_MIB = 1024
-
-
-def mem_model(name: str, declared_gib: int, used_gib: int, *extra: str, flags: str = "") -> str:
-    return fake_model(
-        name,
-        f"resources: {{memory: {declared_gib}GiB}}",
-        *extra,
-        flags=f"--memory {used_gib * GIB_MIB} {flags}".strip(),
-    )
 
 
 def memory(server: LlamaswapProcess) -> dict[str, Any]:
@@ -69,9 +60,9 @@ def test_running_and_events_show_device_memory_and_why_models_were_evicted(
     config = (
         "devices: {gpu0: {memory: 24GiB}}\n"
         "models:\n"
-        + mem_model("greedy", 10, 20)  # says 10 GiB, holds 20
-        + mem_model("sleepy", 14, 14, "sleep: vllm", flags="--sleep-delay 0.1")
-        + mem_model("other", 12, 12)
+        + memory_model("greedy", 10, 20)  # says 10 GiB, holds 20
+        + memory_model("sleepy", 14, 14, "sleep: vllm", flags="--sleep-delay 0.1")
+        + memory_model("other", 12, 12)
     )
     with llamaswap(tmp_path, config) as server:
         view = memory(server)
@@ -132,6 +123,8 @@ def test_running_and_events_show_device_memory_and_why_models_were_evicted(
         assert models["sleepy"]["heldBytes"] == 0  # asleep: its device memory is free
         assert models["sleepy"]["countedBytes"] == 14 * GIB  # what waking it needs back
         assert models["sleepy"]["overDeclared"] is False
+        # measured while awake, or not at all if it was sent to sleep before the reading came
+        assert models["sleepy"]["measuredBytes"] in (None, 14 * GIB)
         assert models["other"]["state"] == "ready"
         view = memory(server)
         assert view["devices"][0]["usedBytes"] == 12 * GIB
@@ -163,7 +156,7 @@ def test_a_sleeper_larger_than_the_machine_ram_is_stopped_when_host_memory_is_no
             "sleep: vllm",
             flags=f"--memory {14 * GIB_MIB}",
         )
-        + mem_model("other", 14, 14)
+        + memory_model("other", 14, 14)
     )
     with llamaswap(tmp_path, config) as server:
         chat(server, "vast")
