@@ -6,6 +6,7 @@ Through a real llamaswap, fake GPUs (a fake `nvidia-smi`) and fake upstreams."""
 from __future__ import annotations
 
 import json
+import os
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -164,3 +165,23 @@ def test_a_sleeper_larger_than_the_machine_ram_is_stopped_when_host_memory_is_no
         assert {e["model"]: e["state"] for e in server.running()} == {"other": "ready"}
         (record,) = memory(server)["evictions"]
         assert (record["stopped"], record["slept"]) == (["vast"], [])
+
+
+def test_amd_cards_are_detected_and_measured_through_rocm_smi(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", os.defpath)  # no nvidia-smi: rocm-smi answers
+    install_fake_gpus(tmp_path, monkeypatch, [("Fake MI", 16 * GIB_MIB)], "rocm-smi")
+    config = "models:\n" + memory_model("greedy", 4, 6) + memory_model("fits", 4, 4)
+    with llamaswap(tmp_path, config) as server:
+        chat(server, "greedy")
+        assert wait_until_sync(
+            lambda: on_device(server).get("greedy", {}).get("measuredBytes") == 6 * GIB, 10.0
+        ), memory(server)
+        entry = on_device(server)["greedy"]
+        assert (entry["declaredBytes"], entry["overDeclared"]) == (4 * GIB, True)
+        assert memory(server)["devices"][0]["capacityBytes"] == 16 * GIB
+        assert "placing models on detected devices: gpu0 16GiB" in server.log()
+        assert "model greedy uses 6144 MiB on gpu0, more than the 4096 MiB" in server.log()
+        env = server.call("GET", "/upstream/greedy/env").text.splitlines()
+        assert "HIP_VISIBLE_DEVICES=0" in env
