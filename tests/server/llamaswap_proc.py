@@ -43,6 +43,19 @@ def fake_model(name: str, *extra_lines: str, flags: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def memory_model(
+    name: str, declared_gib: int, used_gib: int, *extra_lines: str, flags: str = ""
+) -> str:
+    """A fake model declaring `declared_gib` of device memory and holding `used_gib` (on
+    the fake GPUs of `helpers.install_fake_gpus`)."""
+    return fake_model(
+        name,
+        f"resources: {{memory: {declared_gib}GiB}}",
+        *extra_lines,
+        flags=f"--memory {used_gib * 1024} {flags}".strip(),
+    )
+
+
 @dataclass
 class Reply:
     """An HTTP answer read in full."""
