@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import pytest
 from swap_harness import Group, Harness, grants, group_policy, only_swap, stops
 
 from llamaswap.swap.effects import StopModels, StopReason
@@ -15,11 +14,6 @@ from llamaswap.swap.scheduler import Phase
 G = 1024**3
 
 
-@pytest.mark.xfail(
-    reason="the scheduler's ttl candidates are ready models only (_ttl_candidates): "
-    "a sleeping model never expires",
-    strict=True,
-)
 def test_a_sleeping_model_is_stopped_once_its_ttl_has_passed_since_its_last_request() -> None:
     needs = {"a": Need(14 * G), "b": Need(14 * G)}
     residency = Residency(needs, {"gpu0": 24 * G}, {"a": 14 * G})

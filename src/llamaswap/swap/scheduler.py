@@ -774,7 +774,7 @@ class Scheduler:
             m
             for m in self._rules
             if self.ttl(m) > 0
-            and self._phase[m] is Phase.READY
+            and self._phase[m] in (Phase.READY, Phase.ASLEEP)  # asleep: the ttl runs on
             and self._lease_count[m] == 0
             and not any(m in s.evict or m == s.target for s in self._swaps.values())
         ]
