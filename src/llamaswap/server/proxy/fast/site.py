@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 
@@ -10,6 +11,8 @@ from llamaswap.server.proxy.fast.protocol import Front, metrics_of
 from llamaswap.server.state import AppState
 
 __all__ = ["FastSite"]
+
+log = logging.getLogger("llamaswap.server")
 
 
 class FastSite(web.TCPSite):
@@ -36,6 +39,7 @@ class FastSite(web.TCPSite):
         self._server = await loop.create_server(
             self._front, self._host, self._port, backlog=self._backlog
         )
+        log.info("fast path on: plain model requests are served without aiohttp")
 
     async def stop(self) -> None:
         await super().stop()  # no new connections
