@@ -82,8 +82,8 @@ def parse_head(head: bytes) -> RequestHead | None:
     parser = httptools.HttpRequestParser(found)
     try:
         parser.feed_data(head)
-    except httptools.HttpParserError:
-        return None
+    except (httptools.HttpParserError, httptools.HttpParserUpgrade):
+        return None  # malformed, or an upgrade/CONNECT: aiohttp answers it
     if not found.complete or found.refused or parser.get_http_version() != "1.1":
         return None
     target = found.url.decode("ascii", "replace")

@@ -39,7 +39,6 @@ def route_is_fast(head: RequestHead) -> bool:
     """From the head alone: may this request be one the fast path serves?"""
     return (
         head.method == "POST"
-        and head.keep_alive
         and head.path in FAST_ROUTES
         and head.content_length <= MAX_FAST_BODY
         and "application/json" in head.headers.get("Content-Type", "").lower()

@@ -9,24 +9,24 @@ the connection's life: from then on aiohttp answers it exactly as without the fa
 
 One request at a time per connection: bytes of a pipelined next request wait in the buffer
 (reading pauses when it grows) until the answer in progress is complete. The slow-client
-limits of `server.protocol` hold here too: the first head within `HEAD_TIMEOUT_S`, a body
-within `BODY_TIMEOUT_S` of its head, the next head within `KEEPALIVE_TIMEOUT_S` of the last
-answer; past them the connection is closed. When the client leaves, the request's task is
+limits of `server.protocol` hold here too (read from there at each use): the first head
+within `HEAD_TIMEOUT_S`, a body within `BODY_TIMEOUT_S` of its head, the next head within
+`KEEPALIVE_TIMEOUT_S` of the last answer; past them the connection is closed. At most
+`MAX_CONNECTIONS` connections are open, counting aiohttp's. When the client leaves, the request's task is
 cancelled (its lease released, its upstream request dropped, its row recorded as 499).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
 from typing import cast
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from llamaswap.observe import metrics
-from llamaswap.server.body_deadline import BODY_TIMEOUT_S
-from llamaswap.server.protocol import HEAD_TIMEOUT_S, KEEPALIVE_TIMEOUT_S, MAX_CONNECTIONS
+from llamaswap.server import body_deadline
+from llamaswap.server import protocol as edge
 from llamaswap.server.proxy.fast.head import NOT_OURS, NOT_YET, head_end, parse_head
 from llamaswap.server.proxy.fast.plan import MAX_FAST_BODY, plan_request, route_is_fast
 from llamaswap.server.proxy.fast.relay import serve_planned
@@ -34,6 +34,8 @@ from llamaswap.server.proxy.fast.request import FastRequest
 from llamaswap.server.state import AppState
 
 __all__ = ["Front", "FrontProtocol"]
+
+log = logging.getLogger("llamaswap.server.protocol")
 
 # Unconsumed bytes at which reading pauses while an answer is in progress.
 _PAUSE_BYTES = MAX_FAST_BODY + 64 * 1024
@@ -43,12 +45,9 @@ class Front:
     """What every fast connection shares: the application's handler factory and state."""
 
     def __init__(
-        self,
-        handler_factory: Callable[[], RequestHandler],
-        state: AppState,
-        counters: metrics.Metrics | None,
+        self, server: web.Server, state: AppState, counters: metrics.Metrics | None
     ) -> None:
-        self.handler_factory = handler_factory
+        self.server = server  # aiohttp's: its handlers take over what is not served here
         self.state = state
         self.counters = counters
         self.connections: set[FrontProtocol] = set()
@@ -93,13 +92,18 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        if len(self.front.connections) >= MAX_CONNECTIONS or self.front.closing:
-            self._hand_over()  # aiohttp's handler refuses surplus connections its own way
+        front = self.front
+        if len(front.connections) + len(front.server.connections) >= edge.MAX_CONNECTIONS:
+            log.warning("more than %d open connections: closing a new one", edge.MAX_CONNECTIONS)
+            transport.close()
+            return
+        if front.closing:
+            self._hand_over()  # shutting down: aiohttp's handler answers as it does then
             return
         self.front.connections.add(self)
         peer = transport.get_extra_info("peername")
         self._remote = str(peer[0]) if isinstance(peer, tuple) and peer else None
-        self._set_timer(HEAD_TIMEOUT_S)
+        self._set_timer(edge.HEAD_TIMEOUT_S)
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -164,7 +168,7 @@ class FrontProtocol(asyncio.Protocol):
         if len(self.buffer) < total:
             if not self._awaiting_body:  # one deadline from the head, not one per piece
                 self._awaiting_body = True
-                self._set_timer(BODY_TIMEOUT_S)
+                self._set_timer(body_deadline.BODY_TIMEOUT_S)
             return
         self._awaiting_body = False
         body = bytes(self.buffer[end:total])
@@ -177,6 +181,7 @@ class FrontProtocol(asyncio.Protocol):
         self._cancel_timer()
         assert self.transport is not None
         request = FastRequest(head, self._remote, self.transport)
+        self._keep_open = head.keep_alive
         self.sent = 0
         self.task = asyncio.get_running_loop().create_task(
             serve_planned(self, request, state, plan, self.front.counters)
@@ -193,7 +198,7 @@ class FrontProtocol(asyncio.Protocol):
         if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
-        self._set_timer(KEEPALIVE_TIMEOUT_S)
+        self._set_timer(edge.KEEPALIVE_TIMEOUT_S)
         if self.buffer:
             self._next()
 
@@ -206,7 +211,7 @@ class FrontProtocol(asyncio.Protocol):
         self.transport = None
         if self._reading_paused:
             transport.resume_reading()
-        handler = self.front.handler_factory()
+        handler = self.front.server()
         transport.set_protocol(handler)
         handler.connection_made(transport)
         if self.buffer and not transport.is_closing():

@@ -87,7 +87,7 @@ async def serve_planned(
     except RequestError as exc:
         answer = response_for_error(request.headers.get("Accept", ""), exc)
         status = answer.status
-        _send_first(client, cell, error_bytes(answer))
+        _send_first(client, cell, error_bytes(answer, request.keep_alive))
     except asyncio.CancelledError:
         status = CLIENT_CLOSED  # the client left, or an operator cancelled the request
         client.close()
@@ -148,12 +148,12 @@ async def _forward(
         failure = error_response(
             request.headers.get("Accept", ""), status, f"upstream request failed: {exc}"
         )
-        _send_first(client, cell, error_bytes(failure))
+        _send_first(client, cell, error_bytes(failure, request.keep_alive))
         return failure  # `record_exchange` records it as the aiohttp path's would be
     if recorder is not None:
         recorder.response_started(answer.status, answer.headers)
     try:
-        await _relay(client, answer, recorder, cell, url)
+        await _relay(client, answer, recorder, cell, request.keep_alive)
     except OSError as exc:
         # The upstream broke off: the client's answer cannot be completed, so its
         # connection is closed after what was sent (the truncation is visible to it).
@@ -191,9 +191,9 @@ async def _relay(
     answer: UpstreamResponse,
     recorder: Recorder | None,
     cell: metrics.RequestCell,
-    url: str,
+    keep_alive: bool,
 ) -> None:
-    head, chunked = response_head(answer.status, answer.reason, answer.headers)
+    head, chunked = response_head(answer.status, answer.reason, answer.headers, keep_alive)
     if chunked:  # a stream: its head goes out at once, each piece framed as it comes
         _send_first(client, cell, head)
     pending: bytes | None = None if chunked else head

@@ -40,10 +40,11 @@ def _bodyless(status: int) -> bool:
 
 
 def response_head(
-    status: int, reason: str | None, upstream: Mapping[str, str]
+    status: int, reason: str | None, upstream: Mapping[str, str], keep_alive: bool
 ) -> tuple[bytes, bool]:
     """The client's head for an upstream answer, and whether its body is sent chunked
-    (the upstream gave no `Content-Length`: each piece is framed as it arrives)."""
+    (the upstream gave no `Content-Length`: each piece is framed as it arrives).
+    Without `keep_alive` the head says `Connection: close` (the client asked for it)."""
     lines = [f"HTTP/1.1 {status} {_reason(status, reason)}"]
     has_length = has_date = has_server = False
     for name, value in upstream.items():
@@ -66,10 +67,12 @@ def response_head(
         lines.append(f"Date: {_http_date()}")
     if not has_server:
         lines.append(f"Server: {SERVER_SOFTWARE}")
+    if not keep_alive:
+        lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape"), chunked
 
 
-def error_bytes(response: web.Response) -> bytes:
+def error_bytes(response: web.Response, keep_alive: bool) -> bytes:
     """A whole `web.Response` (our error answers) on the wire."""
     body = response.body if isinstance(response.body, bytes) else b""
     lines = [f"HTTP/1.1 {response.status} {_reason(response.status, response.reason)}"]
@@ -78,4 +81,6 @@ def error_bytes(response: web.Response) -> bytes:
         lines.append(f"Content-Length: {len(body)}")
     lines.append(f"Date: {_http_date()}")
     lines.append(f"Server: {SERVER_SOFTWARE}")
+    if not keep_alive:
+        lines.append("Connection: close")
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8") + body

@@ -23,6 +23,7 @@ class FastRequest:
     __slots__ = (
         "_values",
         "headers",
+        "keep_alive",
         "method",
         "path",
         "query_string",
@@ -41,6 +42,7 @@ class FastRequest:
         self.headers: CIMultiDictProxy[str] = head.headers
         self.remote = remote
         self.transport: asyncio.Transport | None = transport
+        self.keep_alive = head.keep_alive
         self._values: dict[object, Any] = {}
 
     @property
