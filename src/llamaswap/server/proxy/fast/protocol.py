@@ -12,8 +12,9 @@ One request at a time per connection: bytes of a pipelined next request wait in 
 limits of `server.protocol` hold here too (read from there at each use): the first head
 within `HEAD_TIMEOUT_S`, a body within `BODY_TIMEOUT_S` of its head, the next head within
 `KEEPALIVE_TIMEOUT_S` of the last answer; past them the connection is closed. At most
-`MAX_CONNECTIONS` connections are open, counting aiohttp's. When the client leaves, the request's task is
-cancelled (its lease released, its upstream request dropped, its row recorded as 499).
+`MAX_CONNECTIONS` connections are open, counting aiohttp's. When the client leaves, the
+request's task is cancelled (its lease released, its upstream request dropped, its row
+recorded as 499).
 """
 
 from __future__ import annotations
