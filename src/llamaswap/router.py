@@ -685,17 +685,21 @@ class Router:
 
     def _build_successor(self, config: Config) -> Router:
         adopted: dict[str, UpstreamProcess] = {}
+        sleeping: set[str] = set()
         for model_id, process in self.processes.items():
             model = config.models.get(model_id)
             if process.state is ProcessState.STOPPED:
                 continue
+            phase = self._scheduler.phase(model_id)
             if (
                 model is not None
                 and process.state is ProcessState.READY
-                and self._scheduler.phase(model_id) is Phase.READY
+                and phase in (Phase.READY, Phase.ASLEEP)
                 and same_launch(process.spec, process_spec(model, config.health_check_timeout))
             ):
                 adopted[model_id] = process
+                if phase is Phase.ASLEEP:
+                    sleeping.add(model_id)
             else:
                 self._retiring.append(model_id)
         successor = Router(
@@ -715,11 +719,23 @@ class Router:
                 successor._measured[model_id] = self._measured[model_id]
         now = self._clock()
         for model_id in adopted:
-            old_ids = self._scheduler.leases_on(model_id)
-            new_ids = [successor._new_request_id() for _ in old_ids]
             devices = self._scheduler.devices_of(model_id)
             usage = self._scheduler.usage_of(model_id)
             placement = (devices, usage) if devices is not None and usage is not None else None
+            if model_id in sleeping:
+                # It sleeps on where the new config still lets it sleep; else it is stopped
+                # (a wake needs its place back, and the new config may not know it).
+                if placement is not None and successor._scheduler.can_sleep(model_id):
+                    idle_since = self._scheduler.idle_since(model_id)
+                    successor._scheduler.adopt_asleep(
+                        model_id, now if idle_since is None else idle_since, placement
+                    )
+                    del self.processes[model_id]
+                else:
+                    self._retiring.append(model_id)
+                continue
+            old_ids = self._scheduler.leases_on(model_id)
+            new_ids = [successor._new_request_id() for _ in old_ids]
             successor._scheduler.adopt_ready(model_id, new_ids, now, placement)
             for old_id, new_id in zip(old_ids, new_ids, strict=True):
                 self._handed_leases[old_id] = functools.partial(successor._release, new_id)
@@ -729,7 +745,8 @@ class Router:
                 successor._scheduler.adopt_stopping(model_id)
         log.info(
             "reload: kept %s running; restarting or stopping %s",
-            ", ".join(sorted(adopted)) or "nothing",
+            ", ".join(m + (" (asleep)" if m in sleeping else "") for m in sorted(adopted))
+            or "nothing",
             ", ".join(sorted(self._retiring)) or "nothing",
         )
         return successor

@@ -4,6 +4,7 @@ reaching the process, measured usage, and a model that can never fit."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -183,6 +184,34 @@ def test_a_model_with_a_sleep_tier_sleeps_instead_of_stopping_and_wakes(
         assert wait_until_sync(lambda: pid_other not in fake_gpu_users(state), 5.0)
         assert "wake of vllm (evicted other)" in server.log()
         assert "swap to other (evicted vllm (asleep))" in server.log()
+
+
+def test_a_reload_keeps_a_sleeping_model_asleep_and_it_wakes_afterwards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a config reload stopped sleeping models (only ready ones were adopted), so
+    the next request paid a cold start instead of a wake."""
+    state = install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
+    config = (
+        "devices: {gpu0: {memory: 24GiB}}\n"
+        "hostMemory: 64GiB\n"
+        "models:\n"
+        + memory_model("vllm", 14, 14, "sleep: vllm", flags="--sleep-delay 0.2")
+        + memory_model("other", 14, 14)
+    )
+    with llamaswap(run_dir(tmp_path), config) as server:
+        pid = chat_pid(server, "vllm")
+        chat_pid(server, "other")
+        assert states(server) == {"vllm": "asleep", "other": "ready"}, server.log()
+        # A model added after the others: their ${PORT}s, and so their processes, stay.
+        server.write_config(config + memory_model("zeta", 4, 4))
+        server.send(signal.SIGHUP)
+        assert wait_until_sync(lambda: "reload: kept" in server.log(), 10.0), server.log()
+        assert "vllm (asleep)" in server.log()
+        assert states(server) == {"vllm": "asleep", "other": "ready"}, server.log()
+        assert chat_pid(server, "vllm") == pid  # woken, not started afresh
+        assert "wake of vllm" in server.log().split("reload: kept", 1)[1]
+        assert fake_gpu_users(state).get(pid) == 14 * GIB_MIB
 
 
 def test_a_model_that_does_not_fall_asleep_is_stopped(

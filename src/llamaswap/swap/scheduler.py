@@ -287,6 +287,21 @@ class Scheduler:
             self._model_of[request_id] = model
             self._reserved[model] += 1
 
+    def adopt_asleep(
+        self, model: str, idle_since: float, placement: tuple[tuple[str, ...], Mapping[str, int]]
+    ) -> None:
+        """`model`'s process, put to sleep under the previous config, sleeps on here: ASLEEP,
+        counted on the devices it sleeps on (`placement`, where a wake puts it back), its ttl
+        running from `idle_since`. Call before the first request; only for a model this
+        config lets sleep (`can_sleep`)."""
+        self._residency.adopt(model, *placement)
+        self._phase[model] = Phase.ASLEEP
+        self._idle_since[model] = idle_since
+
+    def can_sleep(self, model: str) -> bool:
+        """True when eviction may put `model` to sleep (placed by memory, with a sleep tier)."""
+        return self._residency.can_sleep(model)
+
     def adopt_stopping(self, model: str) -> None:
         """The previous config's process of `model` is still running and is being stopped (its
         config changed): STOPPING until `on_stopped`, so requests wait and nothing collides
