@@ -162,17 +162,21 @@ def states(server: LlamaswapProcess) -> dict[str, str]:
     return {e["model"]: e["state"] for e in server.running()}
 
 
+# Two 14 GiB models on one 24 GiB device: one that can sleep, one that cannot.
+SLEEPER_AND_OTHER = (
+    "devices: {gpu0: {memory: 24GiB}}\n"
+    "hostMemory: 64GiB\n"
+    "models:\n"
+    + memory_model("vllm", 14, 14, "sleep: vllm", flags="--sleep-delay 0.2")
+    + memory_model("other", 14, 14)
+)
+
+
 def test_a_model_with_a_sleep_tier_sleeps_instead_of_stopping_and_wakes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     state = install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
-    config = (
-        "devices: {gpu0: {memory: 24GiB}}\n"
-        "hostMemory: 64GiB\n"
-        "models:\n"
-        + memory_model("vllm", 14, 14, "sleep: vllm", flags="--sleep-delay 0.2")
-        + memory_model("other", 14, 14)
-    )
+    config = SLEEPER_AND_OTHER
     with llamaswap(run_dir(tmp_path), config) as server:
         pid = chat_pid(server, "vllm")
         pid_other = chat_pid(server, "other")  # 14 + 14 > 24: vllm must make room
@@ -192,13 +196,7 @@ def test_a_reload_keeps_a_sleeping_model_asleep_and_it_wakes_afterwards(
     """Regression: a config reload stopped sleeping models (only ready ones were adopted), so
     the next request paid a cold start instead of a wake."""
     state = install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
-    config = (
-        "devices: {gpu0: {memory: 24GiB}}\n"
-        "hostMemory: 64GiB\n"
-        "models:\n"
-        + memory_model("vllm", 14, 14, "sleep: vllm", flags="--sleep-delay 0.2")
-        + memory_model("other", 14, 14)
-    )
+    config = SLEEPER_AND_OTHER
     with llamaswap(run_dir(tmp_path), config) as server:
         pid = chat_pid(server, "vllm")
         chat_pid(server, "other")

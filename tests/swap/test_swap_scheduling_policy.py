@@ -4,7 +4,6 @@ refusing, the batch policy and maxWait, crash-loop backoff, abandoned loads, exc
 from __future__ import annotations
 
 import pytest
-
 from swap_harness import Group, Harness, grants, group_policy, only_swap, rejects, stops, swaps
 
 from llamaswap.swap.effects import CancelStart, StartSwap, StopModels
