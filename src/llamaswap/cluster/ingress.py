@@ -1,0 +1,130 @@
+"""The ingress: Serve's HTTP entry, speaking llamaswap's API and passing each request on.
+
+The request goes whole (method, path, headers, body) to the node replica the request router
+picks for its model, and the answer streams back chunk by chunk. `/v1/models` and
+`/running` ask every node and merge; `/health` answers here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+
+from llamaswap.config.load import load_config_text
+
+# Serve's logger: its lines land in the replica's log file under Ray's session directory.
+log = logging.getLogger("ray.serve")
+
+FANOUT_TIMEOUT_S = 5.0
+UPSTREAM_PREFIX = "/upstream/"
+
+
+def error_response(status: int, message: str, kind: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status)
+
+
+def requested_model(path: str, body: bytes, content_type: str) -> str | None:
+    """The model a request names: `/upstream/<model>/...`, else the JSON body's `model`."""
+    if path.startswith(UPSTREAM_PREFIX):
+        return path[len(UPSTREAM_PREFIX) :].split("/", 1)[0] or None
+    if not body or "json" not in content_type:
+        return None
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None  # the node answers the bad body with its own error
+    model = parsed.get("model") if isinstance(parsed, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
+class Ingress:
+    def __init__(self, nodes: DeploymentHandle, config_text: str, source: str) -> None:
+        self._config = load_config_text(config_text, source)
+        assert self._config.cluster is not None
+        self._node_names = sorted(self._config.cluster.nodes)
+        self._nodes = nodes.options(stream=True)
+
+    async def __call__(self, request: Request) -> Response:
+        path = request.url.path
+        if request.url.query:
+            path += "?" + request.url.query
+        if request.method == "GET" and request.url.path == "/health":
+            return PlainTextResponse("OK")
+        if request.method == "GET" and request.url.path in ("/v1/models", "/models"):
+            return await self._models(request, path)
+        if request.method == "GET" and request.url.path == "/running":
+            return await self._running(request, path)
+        body = await request.body()
+        name = requested_model(request.url.path, body, request.headers.get("content-type", ""))
+        # Aliases and unknown names are routed by the model ID they stand for; an unknown
+        # name goes anywhere, and that node answers with llamaswap's own error.
+        model = self._config.resolve_model(name) if name is not None else None
+        stream = self._nodes.forward.remote(
+            request.method, path, list(request.headers.items()), body, model=model
+        )
+        return await self._relay(stream)
+
+    async def _relay(self, stream: DeploymentResponseGenerator) -> Response:
+        try:
+            head: dict[str, Any] = await stream.__anext__()
+        except Exception as exc:  # the node died or was unreachable before answering
+            log.warning("request failed on its node: %s", exc)
+            return error_response(503, f"node unavailable: {exc}", "service_unavailable")
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in stream:
+                    yield chunk
+            except Exception as exc:  # a node lost mid-answer: the client sees a cut stream
+                log.warning("response cut: its node failed: %s", exc)
+
+        headers = dict(head["headers"])
+        headers["X-Llamaswap-Node"] = head["node"]
+        return StreamingResponse(body(), status_code=head["status"], headers=headers)
+
+    async def _ask_every_node(self, request: Request, path: str) -> list[tuple[str, Any]]:
+        """Each answering node's JSON answer to a GET, with its node name."""
+
+        async def ask(node: str) -> tuple[str, Any] | None:
+            chunks: list[bytes] = []
+            stream = self._nodes.forward.remote(
+                "GET", path, list(request.headers.items()), b"", node=node
+            )
+            head = await stream.__anext__()
+            chunks = [chunk async for chunk in stream]
+            if head["status"] != 200:
+                log.warning("node %s answered %s with %s", node, path, head["status"])
+                return None
+            return node, orjson.loads(b"".join(chunks))
+
+        async def bounded(node: str) -> tuple[str, Any] | None:
+            try:
+                return await asyncio.wait_for(ask(node), FANOUT_TIMEOUT_S)
+            except Exception as exc:  # a node that is down is left out of the merge
+                log.warning("node %s did not answer %s: %s", node, path, exc)
+                return None
+
+        answers = await asyncio.gather(*(bounded(n) for n in self._node_names))
+        return [a for a in answers if a is not None]
+
+    async def _models(self, request: Request, path: str) -> Response:
+        seen: dict[str, dict[str, Any]] = {}
+        for _, answer in await self._ask_every_node(request, path):
+            for entry in answer.get("data", []):
+                seen.setdefault(str(entry.get("id")), entry)
+        return JSONResponse({"object": "list", "data": [seen[k] for k in sorted(seen)]})
+
+    async def _running(self, request: Request, path: str) -> Response:
+        entries = [
+            {**entry, "node": node}
+            for node, answer in await self._ask_every_node(request, path)
+            for entry in answer.get("running", [])
+        ]
+        return JSONResponse({"running": entries})
