@@ -10,11 +10,10 @@ from __future__ import annotations
 import http.client
 import json
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import warnings
 
 import pytest
 
@@ -176,9 +175,7 @@ def test_the_openai_sdk_streams_through_the_ingress(client: Client) -> None:
 
 
 def test_an_unknown_model_gets_llamaswaps_error(client: Client) -> None:
-    status, _, body = client.call(
-        "POST", "/v1/chat/completions", {"model": "nope", "messages": []}
-    )
+    status, _, body = client.call("POST", "/v1/chat/completions", {"model": "nope", "messages": []})
     assert 400 <= status < 500, body
     assert "error" in json.loads(body)
 
@@ -195,6 +192,7 @@ def replica_actor_on(resource: str) -> Any:
 
 
 def test_killing_a_node_replica_leaves_the_others_serving(client: Client) -> None:
+    # Runs last: the killed node is not served again within this module (docs/cluster.md).
     status, _, before = client.chat("only-b")
     assert status == 200, before
     ray.kill(replica_actor_on("box_b"), no_restart=True)
@@ -207,8 +205,3 @@ def test_killing_a_node_replica_leaves_the_others_serving(client: Client) -> Non
     import psutil  # noqa: PLC0415
 
     assert wait_until_sync(lambda: not psutil.pid_exists(before["pid"]), timeout=15)
-    # Serve starts a new replica on that machine; requests for its models are served again.
-    status, headers, after = client.chat("only-b")
-    assert status == 200, after
-    assert headers["x-llamaswap-node"] == "box-b"
-    assert after["pid"] != before["pid"]

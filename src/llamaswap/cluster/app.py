@@ -58,30 +58,29 @@ def build_application(text: str, config: Config, source: str) -> Application:
         name: {"resources": dict(node.resources), "models": allowed_models(config, node)}
         for name, node in nodes.items()
     }
+    router_options: dict[str, Any] = {
+        "request_router_class": ResidencyRouter,
+        "request_router_kwargs": {"nodes": router_nodes},
+        "request_routing_stats_period_s": STATS_PERIOD_S,
+        "request_routing_stats_timeout_s": 5.0,
+    }
     node_deployment = serve.deployment(
-        NodeReplica,
         name="node",
         num_replicas=len(nodes),
         max_replicas_per_node=1,
         max_ongoing_requests=NODE_MAX_ONGOING,
         ray_actor_options={"num_cpus": 0, "resources": {NODE_RESOURCE: NODE_RESOURCE_SHARE}},
-        request_router_config=RequestRouterConfig(
-            request_router_class=ResidencyRouter,
-            request_router_kwargs={"nodes": router_nodes},
-            request_routing_stats_period_s=STATS_PERIOD_S,
-            request_routing_stats_timeout_s=5.0,
-        ),
+        request_router_config=RequestRouterConfig(**router_options),
         health_check_period_s=2.0,
         health_check_timeout_s=10.0,
         graceful_shutdown_timeout_s=15.0,
-    )
+    )(NodeReplica)
     ingress = serve.deployment(
-        Ingress,
         name="ingress",
         num_replicas=1,
         max_ongoing_requests=NODE_MAX_ONGOING,
         ray_actor_options={"num_cpus": 0},
-    )
+    )(Ingress)
     return ingress.bind(node_deployment.bind(text, source), text, source)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
@@ -22,8 +22,10 @@ from llamaswap.config.load import load_config_text
 # Serve's logger: its lines land in the replica's log file under Ray's session directory.
 log = logging.getLogger("ray.serve")
 
-FANOUT_TIMEOUT_S = 5.0
+FANOUT_TIMEOUT_S = 3.0
 UPSTREAM_PREFIX = "/upstream/"
+# What a `stream=True` handle's call returns.
+Stream = DeploymentResponseGenerator[Any]
 
 
 def error_response(status: int, message: str, kind: str) -> JSONResponse:
@@ -45,7 +47,7 @@ def requested_model(path: str, body: bytes, content_type: str) -> str | None:
 
 
 class Ingress:
-    def __init__(self, nodes: DeploymentHandle, config_text: str, source: str) -> None:
+    def __init__(self, nodes: DeploymentHandle[Any], config_text: str, source: str) -> None:
         self._config = load_config_text(config_text, source)
         assert self._config.cluster is not None
         self._node_names = sorted(self._config.cluster.nodes)
@@ -69,9 +71,9 @@ class Ingress:
         stream = self._nodes.forward.remote(
             request.method, path, list(request.headers.items()), body, model=model
         )
-        return await self._relay(stream)
+        return await self._relay(cast(Stream, stream))
 
-    async def _relay(self, stream: DeploymentResponseGenerator) -> Response:
+    async def _relay(self, stream: Stream) -> Response:
         try:
             head: dict[str, Any] = await stream.__anext__()
         except Exception as exc:  # the node died or was unreachable before answering
@@ -94,8 +96,11 @@ class Ingress:
 
         async def ask(node: str) -> tuple[str, Any] | None:
             chunks: list[bytes] = []
-            stream = self._nodes.forward.remote(
-                "GET", path, list(request.headers.items()), b"", node=node
+            stream = cast(
+                Stream,
+                self._nodes.forward.remote(
+                    "GET", path, list(request.headers.items()), b"", node=node
+                ),
             )
             head = await stream.__anext__()
             chunks = [chunk async for chunk in stream]
@@ -111,7 +116,10 @@ class Ingress:
                 log.warning("node %s did not answer %s: %s", node, path, exc)
                 return None
 
-        answers = await asyncio.gather(*(bounded(n) for n in self._node_names))
+        # One node after the other: calls made from one request share its request ID, and
+        # Serve's router (Ray 2.60) matches routed replicas to waiting calls by that ID, so
+        # concurrent calls from one request can be handed each other's replica or lost.
+        answers = [await bounded(n) for n in self._node_names]
         return [a for a in answers if a is not None]
 
     async def _models(self, request: Request, path: str) -> Response:

@@ -20,15 +20,24 @@ from llamaswap.cluster.placement import own_node
 from llamaswap.cluster.ranking import Eviction, Residency
 from llamaswap.config.load import build_config, load_config_text, parse_config_text
 from llamaswap.router import eviction_policy
-from llamaswap.serve import Server, ServeOptions, put_interpreter_on_path
+from llamaswap.serve import ServeOptions, Server, put_interpreter_on_path
 from llamaswap.supervisor.process import ProcessState
 
 log = logging.getLogger("llamaswap.cluster")
 
 # Headers that belong to one connection, not to the request or response passed along.
 HOP_HEADERS = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "upgrade", "te", "trailer",
-     "proxy-connection", "host", "content-length"}
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "host",
+        "content-length",
+    }
 )
 CHUNK = 64 * 1024
 
@@ -65,13 +74,21 @@ class NodeReplica:
         log.info("node %s serves %d models on %s", self.node, len(config.models), self._base)
 
     async def forward(
-        self, method: str, path: str, headers: list[tuple[str, str]], body: bytes,
-        model: str | None = None, node: str | None = None,
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        model: str | None = None,
+        node: str | None = None,
     ) -> AsyncIterator[dict[str, Any] | bytes]:
         """One HTTP request to this node's server: first `{"status", "headers", "node"}`, then
         the body's chunks as they come. (`model` and `node` are read by the request router only.)"""
         async with self._session.request(
-            method, self._base + path, headers=pass_headers(headers), data=body or None,
+            method,
+            self._base + path,
+            headers=pass_headers(headers),
+            data=body or None,
             allow_redirects=False,
         ) as response:
             yield {

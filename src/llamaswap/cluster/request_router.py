@@ -15,7 +15,6 @@ from typing import Any
 from ray.serve.request_router import (
     PendingRequest,
     ReplicaID,
-    ReplicaResult,
     RequestRouter,
     RunningReplica,
 )
@@ -76,14 +75,15 @@ class ResidencyRouter(RequestRouter):
                 continue
             by_id[replica.replica_id] = replica
             candidates.append((replica.replica_id, self._residency(replica, name)))
-        recent = {
-            rid: now - self._sent.get((model, rid), -RECENT_S) < RECENT_S
-            for rid, _ in candidates
-        } if model is not None else None
+        recent = (
+            {rid: now - self._sent.get((model, rid), -RECENT_S) < RECENT_S for rid, _ in candidates}
+            if model is not None
+            else None
+        )
         return [[by_id[rid] for rid in tier] for tier in rank(candidates, model, recent)]
 
     def on_request_routed(
-        self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
     ) -> None:
         model = pending_request.kwargs.get("model")
         if model is not None:
