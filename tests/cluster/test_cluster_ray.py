@@ -192,7 +192,6 @@ def replica_actor_on(resource: str) -> Any:
 
 
 def test_killing_a_node_replica_leaves_the_others_serving(client: Client) -> None:
-    # Runs last: the killed node is not served again within this module (docs/cluster.md).
     status, _, before = client.chat("only-b")
     assert status == 200, before
     ray.kill(replica_actor_on("box_b"), no_restart=True)
@@ -205,3 +204,9 @@ def test_killing_a_node_replica_leaves_the_others_serving(client: Client) -> Non
     import psutil  # noqa: PLC0415
 
     assert wait_until_sync(lambda: not psutil.pid_exists(before["pid"]), timeout=15)
+    # Serve starts a new replica on that machine; requests for its models wait for it (the
+    # request router never sends them to box-a) and are served again.
+    status, headers, after = client.chat("only-b")
+    assert status == 200, after
+    assert headers["x-llamaswap-node"] == "box-b"
+    assert after["pid"] != before["pid"]

@@ -80,6 +80,12 @@ class ResidencyRouter(RequestRouter):
             if model is not None
             else None
         )
+        if pending_request is not None:
+            # Every tier is offered at once, so when none takes the request Serve should
+            # back off before asking again: without this flag it asks again at once, and a
+            # model whose only node is down spins the router's event loop, starving the
+            # replica-set update that would bring the node back.
+            pending_request.routing_context.should_backoff = True
         return [[by_id[rid] for rid in tier] for tier in rank(candidates, model, recent)]
 
     def on_request_routed(
