@@ -12,6 +12,7 @@ import json
 import sys
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,31 @@ def test_a_model_loaded_on_one_node_keeps_going_there(client: Client) -> None:
         assert again["pid"] == body["pid"]  # the same upstream process: nothing reloaded
     shared = [e for e in client.running() if e["model"] == "shared"]
     assert [(e["node"], e["state"]) for e in shared] == [(home, "ready")]
+
+
+def test_a_model_no_node_holds_loads_where_nothing_is_evicted(client: Client) -> None:
+    status, _, body = client.call("POST", "/api/models/unload")
+    assert status == 200, body
+    assert client.running() == []
+    assert client.chat("only-b")[0] == 200  # box-b now holds a model; box-a holds none
+    for _ in range(3):  # and stays the cheaper place while its report catches up
+        status, headers, body = client.chat("shared")
+        assert status == 200, body
+        assert headers["x-llamaswap-node"] == "box-a"
+    ready = {(e["model"], e["node"]) for e in client.running() if e["state"] == "ready"}
+    assert ready == {("only-b", "box-b"), ("shared", "box-a")}
+
+
+def test_concurrent_requests_for_models_on_different_nodes_each_reach_their_node(
+    client: Client,
+) -> None:
+    models = ["only-a", "only-b"] * 6
+    with ThreadPoolExecutor(len(models)) as pool:
+        replies = list(pool.map(client.chat, models))
+    for model, (status, headers, body) in zip(models, replies, strict=True):
+        assert status == 200, body
+        assert body["model"] == model
+        assert headers["x-llamaswap-node"] == ("box-a" if model == "only-a" else "box-b")
 
 
 def test_models_lists_every_nodes_models_once(client: Client) -> None:

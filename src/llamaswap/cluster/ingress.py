@@ -2,7 +2,8 @@
 
 The request goes whole (method, path, headers, body) to the node replica the request router
 picks for its model, and the answer streams back chunk by chunk. `/v1/models` and
-`/running` ask every node and merge; `/health` answers here.
+`/running` ask every node and merge; unloading is done on every node; `/health` answers
+here.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ log = logging.getLogger("ray.serve")
 
 FANOUT_TIMEOUT_S = 3.0
 UPSTREAM_PREFIX = "/upstream/"
+# Operator actions that mean "on every machine".
+EVERY_NODE = frozenset({("GET", "/unload"), ("POST", "/api/models/unload")})
+UNLOAD_ONE = "/api/models/unload/"
 # What a `stream=True` handle's call returns.
 Stream = DeploymentResponseGenerator[Any]
 
@@ -63,6 +67,10 @@ class Ingress:
             return await self._models(request, path)
         if request.method == "GET" and request.url.path == "/running":
             return await self._running(request, path)
+        if (request.method, request.url.path) in EVERY_NODE or request.url.path.startswith(
+            UNLOAD_ONE
+        ):
+            return await self._on_every_node(request, path)
         body = await request.body()
         name = requested_model(request.url.path, body, request.headers.get("content-type", ""))
         # Aliases and unknown names are routed by the model ID they stand for; an unknown
@@ -91,40 +99,52 @@ class Ingress:
         headers["X-Llamaswap-Node"] = head["node"]
         return StreamingResponse(body(), status_code=head["status"], headers=headers)
 
-    async def _ask_every_node(self, request: Request, path: str) -> list[tuple[str, Any]]:
-        """Each answering node's JSON answer to a GET, with its node name."""
+    async def _ask_every_node(
+        self, request: Request, method: str, path: str, body: bytes = b""
+    ) -> list[tuple[str, int, bytes]]:
+        """Each answering node's name, status and body for the same request."""
+        headers = list(request.headers.items())
 
-        async def ask(node: str) -> tuple[str, Any] | None:
-            chunks: list[bytes] = []
+        async def ask(node: str) -> tuple[str, int, bytes]:
             stream = cast(
-                Stream,
-                self._nodes.forward.remote(
-                    "GET", path, list(request.headers.items()), b"", node=node
-                ),
+                Stream, self._nodes.forward.remote(method, path, headers, body, node=node)
             )
             head = await stream.__anext__()
-            chunks = [chunk async for chunk in stream]
-            if head["status"] != 200:
-                log.warning("node %s answered %s with %s", node, path, head["status"])
-                return None
-            return node, orjson.loads(b"".join(chunks))
+            return node, int(head["status"]), b"".join([chunk async for chunk in stream])
 
-        async def bounded(node: str) -> tuple[str, Any] | None:
+        async def bounded(node: str) -> tuple[str, int, bytes] | None:
             try:
                 return await asyncio.wait_for(ask(node), FANOUT_TIMEOUT_S)
-            except Exception as exc:  # a node that is down is left out of the merge
-                log.warning("node %s did not answer %s: %s", node, path, exc)
+            except Exception as exc:  # a node that is down is left out
+                log.warning("node %s did not answer %s %s: %s", node, method, path, exc)
                 return None
 
-        # One node after the other: calls made from one request share its request ID, and
-        # Serve's router (Ray 2.60) matches routed replicas to waiting calls by that ID, so
-        # concurrent calls from one request can be handed each other's replica or lost.
+        # One node after the other: calls made while serving one request share its request
+        # ID, and Serve's router (Ray 2.60) loses all but one of such calls when they wait
+        # to be routed at the same time.
         answers = [await bounded(n) for n in self._node_names]
         return [a for a in answers if a is not None]
 
+    async def _json_from_every_node(self, request: Request, path: str) -> list[tuple[str, Any]]:
+        found = []
+        for node, status, body in await self._ask_every_node(request, "GET", path):
+            if status == 200:
+                found.append((node, orjson.loads(body)))
+            else:
+                log.warning("node %s answered GET %s with %s", node, path, status)
+        return found
+
+    async def _on_every_node(self, request: Request, path: str) -> Response:
+        """An operator action (unload) done on every node: the first success is the answer."""
+        answers = await self._ask_every_node(request, request.method, path, await request.body())
+        if not answers:
+            return error_response(503, "no node answered", "service_unavailable")
+        node, status, body = min(answers, key=lambda a: (a[1] != 200, a[0]))
+        return Response(body, status, headers={"X-Llamaswap-Node": node})
+
     async def _models(self, request: Request, path: str) -> Response:
         seen: dict[str, dict[str, Any]] = {}
-        for _, answer in await self._ask_every_node(request, path):
+        for _, answer in await self._json_from_every_node(request, path):
             for entry in answer.get("data", []):
                 seen.setdefault(str(entry.get("id")), entry)
         return JSONResponse({"object": "list", "data": [seen[k] for k in sorted(seen)]})
@@ -132,7 +152,7 @@ class Ingress:
     async def _running(self, request: Request, path: str) -> Response:
         entries = [
             {**entry, "node": node}
-            for node, answer in await self._ask_every_node(request, path)
+            for node, answer in await self._json_from_every_node(request, path)
             for entry in answer.get("running", [])
         ]
         return JSONResponse({"running": entries})

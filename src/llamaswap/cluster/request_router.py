@@ -5,6 +5,10 @@ replicas with `ranking.rank` from their reports (`record_routing_stats`, refresh
 `STATS_PERIOD_S`) and from what this router itself sent a moment ago, which the reports do
 not show yet. Which node a replica serves comes from its Ray node's resources, so routing
 is right before the first report arrives, and a node never gets a model it may not run.
+
+The API is alpha; two of its behaviours had to be worked around: a found replica goes to
+the request it was chosen for (`_get_pending_request_matching_metadata`), and an empty
+choice backs off (`should_backoff` in `choose_replicas`).
 """
 
 from __future__ import annotations
@@ -87,6 +91,19 @@ class ResidencyRouter(RequestRouter):
             # replica-set update that would bring the node back.
             pending_request.routing_context.should_backoff = True
         return [[by_id[rid] for rid in tier] for tier in rank(candidates, model, recent)]
+
+    def _get_pending_request_matching_metadata(
+        self, request_metadata: Any = None
+    ) -> PendingRequest | None:
+        """The request whose routing found the replica gets it (Serve's hook, private).
+
+        Serve's router hands a found replica to the oldest waiting request, not to the one
+        it was chosen for (only its multiplexing mixin matches them). Our choice depends on
+        the request's model, so the replica must go to the request it was chosen for."""
+        for pending in self._pending_requests_to_fulfill:
+            if pending.metadata is request_metadata and not pending.future.done():
+                return pending
+        return None
 
     def on_request_routed(
         self, pending_request: PendingRequest, replica_id: ReplicaID, result: Any
