@@ -239,11 +239,27 @@ def cluster(config_path: Path, address: str | None, host: str, port: int) -> Non
     except (ConfigError, OSError) as exc:
         click.echo(str(exc), err=True)
         sys.exit(1)
-    url = deploy(ClusterOptions(config_path, address, host, port), text, config)
-    click.echo(f"llamaswap cluster serving {len(config.models)} models on {url}/v1 (Ctrl-C stops)")
     stop = threading.Event()
+    deployed = False
+
+    def on_signal(*_: object) -> None:
+        if not deployed:  # a deployment waiting for a machine that never comes
+            raise KeyboardInterrupt
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, on_signal)
+    try:
+        url = deploy(ClusterOptions(config_path, address, host, port), text, config)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted while deploying: tearing down", err=True)
+        teardown()
+        sys.exit(130)
+    deployed = True
+    click.echo(f"llamaswap cluster serving {len(config.models)} models on {url}/v1 (Ctrl-C stops)")
     stop.wait()
     click.echo("tearing the cluster application down")
     teardown()

@@ -84,11 +84,31 @@ def build_application(text: str, config: Config, source: str) -> Application:
     return ingress.bind(node_deployment.bind(text, source), text, source)
 
 
+def local_resources(config: Config) -> dict[str, float]:
+    """A Ray started here stands for one machine: the config's only node."""
+    assert config.cluster is not None
+    if len(config.cluster.nodes) != 1:
+        raise ConfigError(
+            [
+                ConfigProblem(
+                    "cluster.nodes",
+                    f"a local Ray is one machine, the config has {len(config.cluster.nodes)} "
+                    "nodes: start Ray on each machine and give --address auto (docs/cluster.md)",
+                )
+            ]
+        )
+    (node,) = config.cluster.nodes.values()
+    return {NODE_RESOURCE: 1.0, **node.resources}
+
+
 def deploy(options: ClusterOptions, text: str, config: Config) -> str:
     """Connect to (or start) Ray, start Serve's HTTP proxy on `host:port` and deploy; returns
     the URL clients use."""
     if not ray.is_initialized():
-        ray.init(address=options.address, log_to_driver=False)
+        if options.address is None:
+            ray.init(resources=local_resources(config), log_to_driver=False)
+        else:
+            ray.init(address=options.address, log_to_driver=False)
     serve.start(http_options={"host": options.host, "port": options.port})
     serve.run(
         build_application(text, config, str(options.config_path)),
@@ -99,5 +119,9 @@ def deploy(options: ClusterOptions, text: str, config: Config) -> str:
 
 
 def teardown() -> None:
-    serve.delete(APP_NAME)
+    """Delete the application (each node stops its models) and stop Serve."""
+    try:
+        serve.delete(APP_NAME)
+    except Exception as exc:  # nothing was deployed (interrupted early): nothing to delete
+        log.info("nothing to delete: %s", exc)
     serve.shutdown()
