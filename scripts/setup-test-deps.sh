@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Everything the test suite needs, idempotent: the venv with the package and its test extras,
-# Debian's chromium for the browser tests, and a real llama.cpp server with a small model.
+# Everything the test suite needs, idempotent: the venv with the package, its test extras and
+# the `ray` extra (tests/cluster), Debian's chromium for the browser tests, and a real
+# llama.cpp server with a small model.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 step() { printf '==> %s\n' "$*"; }
 
 [ -x .venv/bin/python ] || { step "creating .venv"; python3 -m venv .venv; }
-step "installing llamaswap with its test extras"
+step "installing llamaswap with its test extras and Ray Serve (tests/cluster)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test,ray]"
 
 if [ ! -x /usr/bin/chromium ]; then
   step "installing Debian's chromium for the UI tests"

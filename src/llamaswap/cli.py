@@ -8,7 +8,9 @@ This is the only module that turns errors into exit codes.
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -220,6 +222,59 @@ def check_config(
     if config.warnings:
         click.echo(format_problems(f"warnings in {source}", config.warnings), err=True)
     click.echo(summarize(config))
+
+
+@cli.command("cluster")
+@click.option("--config", "config_path", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "--address",
+    default=None,
+    help="Ray cluster to join: `auto` (the one `ray start` made here) or ray://host:port. "
+    "Default: start a local Ray for this machine alone.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address Serve listens on.")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535))
+def cluster(config_path: Path, address: str | None, host: str, port: int) -> None:
+    """Serve the config across machines on Ray Serve (docs/cluster.md); Ctrl-C tears down."""
+    try:
+        from llamaswap.cluster.app import (  # noqa: PLC0415 - needs the optional `ray` extra
+            ClusterOptions,
+            deploy,
+            read_cluster_config,
+            teardown,
+        )
+    except ImportError as exc:
+        click.echo(f"llamaswap cluster needs Ray: pip install 'llamaswap[ray]' ({exc})", err=True)
+        sys.exit(1)
+    try:
+        text, config = read_cluster_config(config_path)
+    except (ConfigError, OSError) as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    stop = threading.Event()
+    deployed = False
+
+    def on_signal(*_: object) -> None:
+        if not deployed:  # a deployment waiting for a machine that never comes
+            raise KeyboardInterrupt
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    try:
+        url = deploy(ClusterOptions(config_path, address, host, port), text, config)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted while deploying: tearing down", err=True)
+        teardown()
+        sys.exit(130)
+    deployed = True
+    click.echo(f"llamaswap cluster serving {len(config.models)} models on {url}/v1 (Ctrl-C stops)")
+    stop.wait()
+    click.echo("tearing the cluster application down")
+    teardown()
 
 
 @cli.command()

@@ -10,18 +10,20 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "llamaswap"
 # cli → server → router → {swap, supervisor} → {config, observe}; a layer may import only
 # from layers to its right (and from inside its own package). `__main__` sits left of cli;
 # `serve` (running the server: config, app, listen, reload) sits between cli and server;
-# `client_cli` (the commands that talk to a running server over HTTP) sits beside serve.
+# `client_cli` (the commands that talk to a running server over HTTP) sits beside serve;
+# `cluster` (the Ray Serve deployment) sits above serve: each node replica runs serve's Server.
 LAYERS: dict[str, int] = {
     "__main__": 0,
     "cli": 1,
-    "serve": 2,
-    "client_cli": 2,
-    "server": 3,
-    "router": 4,
-    "swap": 5,
-    "supervisor": 5,
-    "config": 6,
-    "observe": 6,
+    "cluster": 2,
+    "serve": 3,
+    "client_cli": 3,
+    "server": 4,
+    "router": 5,
+    "swap": 6,
+    "supervisor": 6,
+    "config": 7,
+    "observe": 7,
 }
 FREE = {"errors", "testing", ""}  # "" = the package root (`from llamaswap import __version__`)
 SWAP_FORBIDDEN = {"asyncio", "aiohttp", "time", "logging"}

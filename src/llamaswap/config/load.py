@@ -34,7 +34,7 @@ from llamaswap.config.validate import validate
 from llamaswap.config.yaml12 import load_first
 from llamaswap.errors import ConfigError, ConfigProblem
 
-__all__ = ["config_schema", "load_config", "load_config_text", "summarize"]
+__all__ = ["config_schema", "load_config", "load_config_text", "parse_config_text", "summarize"]
 
 # Model fields whose leftover macros get llama-swap's "found in <model>.<field>" wording.
 _NAMED_FIELDS = (
@@ -156,6 +156,14 @@ def load_config_text(
 ) -> Config:
     """Load a config from YAML text (env macros read from `env`, default the process's)."""
     return build_config(_parse(text, source, os.environ if env is None else env), source)
+
+
+def parse_config_text(
+    text: str, source: str = "<string>", env: Mapping[str, str] | None = None
+) -> Any:
+    """The raw tree of a config's YAML text, env macros substituted, for `build_config`
+    after a caller has edited it (a cluster node keeps only its own models)."""
+    return _parse(text, source, os.environ if env is None else env)
 
 
 def _parse(text: str, source: str, environ: Mapping[str, str]) -> Any:

@@ -343,6 +343,21 @@ class UpstreamConfig(_Base):
         return v or list(DEFAULT_IGNORE_PATHS)
 
 
+class ClusterNode(_Base):
+    """One machine of a `llamaswap cluster` (docs/cluster.md)."""
+
+    resources: dict[str, float] = Field(default_factory=dict)
+    models: list[Text] | None = None
+    devices: dict[str, DeviceConfig] | None = None
+    start_port: Int | None = None
+
+
+class ClusterConfig(_Base):
+    """The `cluster:` section: read by `llamaswap cluster`, ignored by a single server."""
+
+    nodes: dict[str, ClusterNode] = Field(default_factory=dict)
+
+
 class Config(_Base):
     """A whole, validated config file. Build it with `llamaswap.config.load`."""
 
@@ -372,6 +387,7 @@ class Config(_Base):
     upstream: UpstreamConfig = Field(default_factory=UpstreamConfig)
     devices: dict[str, DeviceConfig] = Field(default_factory=dict)
     host_memory: ByteSize | None = None
+    cluster: ClusterConfig | None = None
 
     _alias_map: dict[str, str] | None = PrivateAttr(default=None)
     _matrix: CompiledMatrix | None = PrivateAttr(default=None)

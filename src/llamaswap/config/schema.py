@@ -103,6 +103,19 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "Default: detected at start (nvidia-smi, rocm-smi).",
         "hostMemory": "Host RAM available to sleeping models (a size such as 64GiB). "
         "Default: detected at start.",
+        "cluster": "Machines of a `llamaswap cluster` on Ray Serve (docs/cluster.md); "
+        "ignored by a single `llamaswap`.",
+    },
+    "ClusterConfig": {
+        "nodes": "Node name -> the Ray resources that mark its machine and the models it may run.",
+    },
+    "ClusterNode": {
+        "resources": "Custom Ray resources only this machine has (as given to `ray start "
+        "--resources`); the node replica placed on a machine with all of them serves this node.",
+        "models": "Model IDs this node may run. Default: every model.",
+        "devices": "This machine's accelerators, replacing the top-level `devices`.",
+        "startPort": "This node's first `${PORT}`, replacing the top-level `startPort` (for "
+        "several nodes on one machine).",
     },
     "ModelConfig": {
         "id": "Ignored: a model's ID is its key under `models`.",

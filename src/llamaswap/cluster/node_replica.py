@@ -1,0 +1,143 @@
+"""The node replica: one per machine, running llamaswap's own server over that node's models.
+
+The server is the one `llamaswap --config` runs (`serve.Server`: router, scheduler,
+supervisor, the whole HTTP API), bound to 127.0.0.1 on a free port inside the replica.
+Requests reach it through `forward`, an async generator that yields the response head and
+then each body chunk as it arrives, so streams are not buffered on the way.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+
+from llamaswap.cluster.nodes import node_tree
+from llamaswap.cluster.placement import own_node
+from llamaswap.cluster.ranking import Eviction, Residency
+from llamaswap.config.load import build_config, load_config_text, parse_config_text
+from llamaswap.router import eviction_policy
+from llamaswap.serve import ServeOptions, Server, put_interpreter_on_path
+from llamaswap.supervisor.process import ProcessState
+
+log = logging.getLogger("llamaswap.cluster")
+
+# Headers that belong to one connection, not to the request or response passed along.
+HOP_HEADERS = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "te",
+        "trailer",
+        "proxy-connection",
+        "host",
+        "content-length",
+    }
+)
+CHUNK = 64 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def pass_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in headers if k.lower() not in HOP_HEADERS]
+
+
+class NodeReplica:
+    """Runs on the machine Ray placed it on; serves the node whose resources that machine has."""
+
+    async def __init__(self, config_text: str, source: str) -> None:  # type: ignore[misc]
+        put_interpreter_on_path()
+        whole = load_config_text(config_text, source)
+        assert whole.cluster is not None
+        self.node = own_node(whole.cluster)
+        tree = node_tree(parse_config_text(config_text, source), whole, self.node)
+        config = build_config(tree, f"{source} (node {self.node})")
+        self._evictions = eviction_policy(config)
+        self.port = free_port()
+        self._server = Server(ServeOptions(None, None, f"127.0.0.1:{self.port}"))
+        await self._server.start(config)
+        self._base = f"http://127.0.0.1:{self.port}"
+        self._session = aiohttp.ClientSession(
+            auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
+        )
+        log.info("node %s serves %d models on %s", self.node, len(config.models), self._base)
+
+    async def forward(
+        self,
+        method: str,
+        path: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        model: str | None = None,
+        node: str | None = None,
+    ) -> AsyncIterator[dict[str, Any] | bytes]:
+        """One HTTP request to this node's server: first `{"status", "headers", "node"}`, then
+        the body's chunks as they come. (`model` and `node` are read by the request router only.)"""
+        async with self._session.request(
+            method,
+            self._base + path,
+            headers=pass_headers(headers),
+            data=body or None,
+            allow_redirects=False,
+        ) as response:
+            yield {
+                "status": response.status,
+                "headers": pass_headers(list(response.headers.items())),
+                "node": self.node,
+            }
+            async for chunk in response.content.iter_any():
+                yield chunk
+
+    def record_routing_stats(self) -> dict[str, Any]:
+        return self.residency().to_stats()
+
+    def residency(self) -> Residency:
+        router = self._server.state.router
+        models = router.config.models
+        ready: set[str] = set()
+        starting: set[str] = set()
+        for model in models:
+            state = router.state(model)
+            if state is ProcessState.READY:
+                ready.add(model)
+            elif state in (ProcessState.STARTING, ProcessState.ASLEEP):
+                starting.add(model)  # a sleeping model wakes faster than a cold load
+        running = frozenset(ready | starting)
+        inflight = {m: router.lease_count(m) + router.queued(m) for m in models}
+        evictions = {}
+        for model in models:
+            if model in running:
+                continue
+            evicted = self._evictions.evictions(model, running)
+            evictions[model] = Eviction(len(evicted), sum(inflight[m] for m in evicted))
+        return Residency(
+            node=self.node,
+            models=frozenset(models),
+            ready=frozenset(ready),
+            starting=frozenset(starting),
+            inflight=inflight,
+            limits={m: c.concurrency_limit for m, c in models.items()},
+            evictions=evictions,
+        )
+
+    async def check_health(self) -> None:
+        """Ray restarts the replica when its server stopped answering."""
+        async with self._session.get(self._base + "/health") as response:
+            if response.status != 200:
+                raise RuntimeError(f"node {self.node}: /health answered {response.status}")
+
+    async def __del__(self) -> None:
+        # Serve calls this on a graceful stop; the upstream processes stop with the server.
+        await self._session.close()
+        await self._server.stop()
