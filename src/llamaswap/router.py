@@ -515,8 +515,9 @@ class Router:
             await target.ensure_ready()
             if cold:
                 load_time = self._clock() - loading
-                if self._scheduler.devices_of(swap.target) is not None:
-                    self.spawn_background(self._measure(swap.target), f"measure-{swap.target}")
+            # A woken process takes its memory back: measured again, it may hold more.
+            if (cold or swap.wake) and self._scheduler.devices_of(swap.target) is not None:
+                self.spawn_background(self._measure(swap.target), f"measure-{swap.target}")
         except UpstreamError as exc:
             error = str(exc)
         # A failed start is something to act on: warn, so it is seen at the default level.

@@ -190,6 +190,28 @@ def test_a_model_with_a_sleep_tier_sleeps_instead_of_stopping_and_wakes(
         assert "swap to other (evicted vllm (asleep))" in server.log()
 
 
+def test_a_woken_model_is_measured_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Regression: usage was measured once, after a cold start; a process that takes back
+    more memory when woken was counted at its old size."""
+    install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
+    grows = "--sleep-delay 0.1 --wake-growth 1024"
+    config = (
+        "devices: {gpu0: {memory: 24GiB}}\n"
+        "hostMemory: 64GiB\n"
+        "models:\n"
+        + memory_model("vllm", 13, 13, "sleep: vllm", flags=grows)
+        + memory_model("other", 12, 12)
+    )
+    warning = "model vllm uses 14336 MiB on gpu0, more than the 13312 MiB it declares"
+    with llamaswap(run_dir(tmp_path), config) as server:
+        chat_pid(server, "vllm")
+        chat_pid(server, "other")  # 13 + 12 > 24: vllm sleeps
+        assert states(server) == {"vllm": "asleep", "other": "ready"}, server.log()
+        assert warning not in server.log()
+        chat_pid(server, "vllm")  # woken: it holds 14 GiB now
+        assert wait_until_sync(lambda: warning in server.log(), 10.0), server.log()
+
+
 def test_a_reload_keeps_a_sleeping_model_asleep_and_it_wakes_afterwards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,7 +30,8 @@ run real child processes without a model. Extras over the Go helper:
   (`CUDA_VISIBLE_DEVICES` maps visible to physical indices, as CUDA does).
 * vLLM's sleep mode: `POST /sleep?level=N` frees the memory, `POST /wake_up` takes it back,
   `GET /is_sleeping` answers `{"is_sleeping": bool}`; each change takes `--sleep-delay`
-  seconds. While asleep `/v1/...` answers 503.
+  seconds. While asleep `/v1/...` answers 503. `--wake-growth MiB`: each wake takes back that
+  much more on each device than it held before (a runtime that grows its cache on wake).
 * `/v1/rerank` (and `/rerank`, `/v1/reranking`, `/reranking`) scores each document by the
   share of the query's words it contains, llama.cpp style (`results: [{index,
   relevance_score}]`, best first).
@@ -112,6 +113,7 @@ class Options:
     sse_event: bool = False
     memory: dict[int, int] | None = None
     sleep_delay: float = 0.0
+    wake_growth: int = 0
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -127,6 +129,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--sse-event", "-sse-event", action="store_true")
     p.add_argument("--memory", "-memory", default="")
     p.add_argument("--sleep-delay", "-sleep-delay", type=float, default=0.0)
+    p.add_argument("--wake-growth", "-wake-growth", type=int, default=0)
     ns = p.parse_args(list(argv))
     try:
         memory = (
@@ -145,6 +148,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         sse_event=ns.sse_event,
         memory=memory,
         sleep_delay=ns.sleep_delay,
+        wake_growth=ns.wake_growth,
     )
 
 
@@ -249,7 +253,9 @@ class _Responder:
                 if asleep:
                     fake_gpu.unregister(self.pid)
                 else:
-                    fake_gpu.register(self.pid, self.memory)
+                    grown = {i: mib + self.opts.wake_growth for i, mib in self.memory.items()}
+                    self.memory = grown
+                    fake_gpu.register(self.pid, grown)
 
     async def sleep(self, request: web.Request) -> web.StreamResponse:
         await self._set_asleep(True)
