@@ -65,7 +65,7 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
 class _Base(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     @_model_validator(mode="before")
     @classmethod

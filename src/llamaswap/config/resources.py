@@ -52,7 +52,7 @@ _TRAILING_DIGITS = re.compile(r"(\d+)$")
 
 class _Base(BaseModel):
     # As the config model's base: camelCase aliases, unknown keys ignored, `key: null` absent.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", defer_build=True)
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
     @model_validator(mode="before")
     @classmethod
