@@ -278,20 +278,29 @@ class ActivityStore:
         self.retry_after = retry_after
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = open_database(self.path)
+        # A file is opened (and checked) now; memory is opened by the first write or read, so
+        # a server whose activity nobody reads never builds a database.
+        self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._next_id = 1  # in memory: the next row's id (ids start at 1 in a new database)
         if self.path is not None:
+            (last,) = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'activity'"
+            ).fetchone()
+            self._next_id = int(last) + 1
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamaswap-activity")
         self._closed = False
-        # In memory: rows waiting to be written (see the module docstring), and the next id.
+        # In memory: rows waiting to be written (see the module docstring).
         self._pending: list[tuple[Any, ...]] = []
-        (last,) = self._db.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'activity'"
-        ).fetchone()
-        self._next_id = int(last) + 1
         # When the last write failed (None while recording), and the rows lost since.
         self._failed_at: float | None = None
         self._dropped = 0
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = open_database(self.path)
+        return self._conn
 
     @property
     def in_memory(self) -> bool:
@@ -451,9 +460,11 @@ class ActivityStore:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         with self._lock:
+            if self._conn is None:
+                return  # memory never read: nothing to write or close
             self._flush()
             try:
-                self._db.close()
+                self._conn.close()
             except sqlite3.Error as exc:
                 log.warning("activity store %s: closing: %s", self.label, describe(exc))
 
