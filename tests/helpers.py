@@ -116,14 +116,17 @@ def outside_server(port: int, log: Path) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def install_fake_gpus(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpus: Sequence[tuple[str, int]]
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    gpus: Sequence[tuple[str, int]],
+    tool: str = "nvidia-smi",
 ) -> Path:
-    """Fake GPUs ((name, MiB) each) behind a fake `nvidia-smi` put first on PATH, for this
-    test and the processes it starts; returns the state file."""
+    """Fake GPUs ((name, MiB) each) behind a fake `tool` (`nvidia-smi`, or `rocm-smi`) put
+    first on PATH, for this test and the processes it starts; returns the state file."""
     state = fake_gpu.write_state(tmp_path / "gpus.json", gpus)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
-    fake_gpu.install(bin_dir, state)
+    fake_gpu.install(bin_dir, state, tool)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv(fake_gpu.STATE_ENV, str(state))
     return state

@@ -6,6 +6,7 @@ router's state directly; everything else talks to a llamaswap subprocess.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +24,7 @@ from llamaswap.server.access_log import ACCESS_LOG
 from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.protocol import Runner
+from llamaswap.server.proxy.fast.site import FastSite
 from llamaswap.server.state import AppState
 
 FAKE = f"{sys.executable} -m llamaswap.testing.fake_upstream --silent"
@@ -42,8 +44,14 @@ def fake_models_yaml(names: list[str], extra: str = "") -> str:
 
 
 @asynccontextmanager
-async def running_llamaswap(config_yaml: str) -> AsyncIterator[tuple[str, AppState]]:
-    """Yield (base URL, app state) of a llamaswap serving `config_yaml` on a free port."""
+async def running_llamaswap(
+    config_yaml: str, fast_path: bool | None = None
+) -> AsyncIterator[tuple[str, AppState]]:
+    """Yield (base URL, app state) of a llamaswap serving `config_yaml` on a free port.
+
+    `fast_path` puts the fast path in front (None: as `LLAMASWAP_FAST_PATH` says)."""
+    if fast_path is None:
+        fast_path = os.environ.get("LLAMASWAP_FAST_PATH", "").lower() in ("1", "true", "yes")
     start_port = free_port_block(16)
     config = load_config_text(f"startPort: {start_port}\n" + config_yaml)
     router = Router(config, events=EventBus(), upstream_log=LogBuffer())
@@ -51,7 +59,11 @@ async def running_llamaswap(config_yaml: str) -> AsyncIterator[tuple[str, AppSta
     runner = Runner(build_app(state), handler_cancellation=True, **ACCESS_LOG)
     await runner.setup()
     port = free_port()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = (
+        FastSite(runner, "127.0.0.1", port, state, drain_timeout=5.0)
+        if fast_path
+        else web.TCPSite(runner, "127.0.0.1", port)
+    )
     async with router:
         await site.start()
         try:

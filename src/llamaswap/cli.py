@@ -88,6 +88,15 @@ def _serve_options(f: click.decorators.FC) -> click.decorators.FC:
             default=None,
             help="PEM private key of --tls-cert-file.",
         ),
+        click.option(
+            "--fast-path/--no-fast-path",
+            default=False,
+            envvar="LLAMASWAP_FAST_PATH",
+            help=(
+                "Serve plain model requests on the uvloop/httptools fast path "
+                "(plain HTTP only; env LLAMASWAP_FAST_PATH)."
+            ),
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -110,6 +119,7 @@ def cli(
     watch_config: bool,
     tls_cert_file: Path | None,
     tls_key_file: Path | None,
+    fast_path: bool,
 ) -> None:
     """llamaswap: hot-swapping proxy for local inference servers (default command: serve)."""
     if show_version:
@@ -129,6 +139,7 @@ def serve(
     watch_config: bool,
     tls_cert_file: Path | None,
     tls_key_file: Path | None,
+    fast_path: bool,
 ) -> None:
     """Serve the proxy until SIGINT/SIGTERM (then every upstream is stopped)."""
     from llamaswap.serve import ServeOptions, run  # noqa: PLC0415 - keep --version fast
@@ -146,6 +157,7 @@ def serve(
         watch_config=watch_config,
         tls_cert_file=tls_cert_file,
         tls_key_file=tls_key_file,
+        fast_path=fast_path,
     )
     try:
         run(options)

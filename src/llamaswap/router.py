@@ -22,13 +22,14 @@ from llamaswap.config.resources import DeviceConfig, device_index, model_resourc
 from llamaswap.config.sizes import format_size
 from llamaswap.errors import RequestError, TooManyRequests, UpstreamError
 from llamaswap.observe import metrics
+from llamaswap.observe.device_memory import ModelMemory, eviction_record
 from llamaswap.observe.events import EventBus
 from llamaswap.observe.gguf import estimate_from_cmd
 from llamaswap.observe.gpu_usage import check_declared
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.supervisor import ProcessSpec, ProcessState, UpstreamProcess
 from llamaswap.supervisor.devices import runtime_indices
-from llamaswap.supervisor.gpus import detect_cards, measure_tree
+from llamaswap.supervisor.gpus import detect_cards, host_memory_total, measure_tree
 from llamaswap.supervisor.sleep import release_device, wake
 from llamaswap.swap.effects import (
     CancelStart,
@@ -44,7 +45,7 @@ from llamaswap.swap.load_times import LoadTime
 from llamaswap.swap.memory import device_capacities, placed_needs, sleep_hosts
 from llamaswap.swap.placement import Need
 from llamaswap.swap.policy import EvictionPolicy, GroupPolicy, MatrixPolicy
-from llamaswap.swap.residency import Residency
+from llamaswap.swap.residency import Residency, usage_on
 from llamaswap.swap.rules import Admission, Backoff, ModelRules, Policy, SchedulerSettings
 from llamaswap.swap.scheduler import BackoffState, Phase, Scheduler
 
@@ -171,6 +172,12 @@ class Router:
         self._on_load_time = on_load_time
         self._needs = placement_needs(config)
         self._device_names = {device_index(config.devices, n): n for n in config.devices}
+        self._asleep_host = sleep_hosts(config, self._needs)
+        # Not written: the machine's RAM is the budget of sleeping models.
+        self.host_memory = (
+            config.host_memory if config.host_memory is not None else host_memory_total()
+        )
+        self._measured: dict[str, tuple[int, dict[str, int]]] = {}  # model -> (pid, bytes)
         self._scheduler = Scheduler(
             model_rules(config),
             eviction_policy(config),
@@ -179,8 +186,8 @@ class Router:
             Residency(
                 self._needs,
                 device_capacities(config.devices),
-                sleep_hosts(config, self._needs),
-                config.host_memory,
+                self._asleep_host,
+                self.host_memory,
             ),
         )
         self._ready_since: dict[str, float] = {}
@@ -397,6 +404,27 @@ class Router:
         since = self._scheduler.idle_since(model)
         return None if since is None else max(0.0, self._clock() - since)
 
+    def capacity(self) -> dict[str, int]:
+        """Bytes per device placement places models on (empty: placement is off)."""
+        return self._scheduler.capacity()
+
+    def memory_of(self, model: str) -> ModelMemory | None:
+        """Where placement put `model` and what it holds there (None: not placed by memory,
+        or never placed yet)."""
+        devices = self._scheduler.devices_of(model)
+        counted = self._scheduler.usage_of(model)
+        if devices is None or counted is None:
+            return None
+        measured = self._measured.get(model)
+        return ModelMemory(
+            devices,
+            usage_on(self._needs[model], devices),
+            counted,
+            measured[1] if measured and measured[0] == self.processes[model].pid else None,
+            "estimate" if self.config.models[model].resources is None else "resources",
+            self._asleep_host.get(model),
+        )
+
     # ---- effects ---------------------------------------------------------------------------
 
     def _apply(self, effects: list[Effect]) -> None:
@@ -406,6 +434,8 @@ class Router:
             elif isinstance(effect, Reject):
                 self._reject(effect)
             elif isinstance(effect, StartSwap):
+                if effect.evict:
+                    self._record_eviction(effect)
                 self.spawn_background(self._run_swap(effect), f"swap-{effect.target}")
             elif isinstance(effect, StopModels):
                 self.spawn_background(self._stop_models(effect), "stop")
@@ -525,6 +555,31 @@ class Router:
                 self._publish_state(swap.target, ProcessState.ASLEEP, ProcessState.READY)
             self._after_swap(swap.target, error, None if swap.wake else load_time)
 
+    def _record_eviction(self, swap: StartSwap) -> None:
+        """Publish why `swap` evicts (kept by the bus for `/running` and the UI), taken
+        before anything left, so the free bytes are the ones the decision saw."""
+        placed = self._scheduler.devices_of(swap.target) is not None
+        holding = {}
+        for model in self.processes:
+            usage = self._scheduler.usage_of(model)
+            busy = self.state(model) in (
+                ProcessState.STARTING,
+                ProcessState.READY,
+                ProcessState.STOPPING,
+            )
+            if model != swap.target and busy and usage is not None:
+                holding[model] = usage
+        record = eviction_record(
+            at=time.time(),
+            target=swap.target,
+            evicted=swap.evict,
+            slept=swap.sleep,
+            needed=(self._scheduler.usage_of(swap.target) or {}) if placed else {},
+            capacity=self._scheduler.capacity(),
+            holding=holding,
+        )
+        self.events.publish("eviction", record)
+
     def _publish_state(self, model: str, old: ProcessState, new: ProcessState) -> None:
         self.events.publish("modelState", {"id": model, "old": old.value, "new": new.value})
 
@@ -543,7 +598,11 @@ class Router:
         measured = await asyncio.to_thread(measure_tree, pid, self._device_names)
         if measured is None or self._closed or self.processes[model].pid != pid:
             return
+        leaving = any(model in swap.evict for swap in self._scheduler.active_swaps())
+        if leaving or self.state(model) is not ProcessState.READY:
+            return  # being put to sleep or stopped meanwhile: the reading may miss memory
         check_declared(model, placed, measured)
+        self._measured[model] = (pid, measured)
         self._scheduler.on_measured(model, measured)
         self.events.publish("modelStatusChanged", {"id": model})
 
@@ -652,6 +711,8 @@ class Router:
         for model_id in adopted:
             if model_id in self._ready_since:
                 successor._ready_since[model_id] = self._ready_since[model_id]
+            if model_id in self._measured:
+                successor._measured[model_id] = self._measured[model_id]
         now = self._clock()
         for model_id in adopted:
             old_ids = self._scheduler.leases_on(model_id)

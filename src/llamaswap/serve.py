@@ -49,6 +49,7 @@ class ServeOptions:
     watch_config: bool = False
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    fast_path: bool = False  # plain model requests skip aiohttp (`server/proxy/fast`)
 
 
 BARE_PORT_HOST = "127.0.0.1"
@@ -176,7 +177,13 @@ class Server:
         if self.options.tls_cert_file and self.options.tls_key_file:
             ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             ssl_context.load_cert_chain(self.options.tls_cert_file, self.options.tls_key_file)
-        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
+        site: web.TCPSite
+        if self.options.fast_path and ssl_context is None:
+            from llamaswap.server.proxy.fast.site import FastSite  # noqa: PLC0415 - opt-in
+
+            site = FastSite(self._runner, host, port, self._state, SHUTDOWN_DRAIN_S)
+        else:
+            site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context)
         await site.start()
         if host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("listening on %s: not loopback-only, set apiKeys", self.options.listen)

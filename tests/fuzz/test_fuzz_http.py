@@ -84,8 +84,9 @@ class _ErrorRecorder(logging.Handler):
             self.into.append(record)
 
 
-@pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[Server, Server]]:
+@pytest.fixture(scope="module", params=[False, True], ids=["aiohttp", "fast"])
+def servers(request: pytest.FixtureRequest) -> Iterator[tuple[Server, Server]]:
+    fast_path: bool = request.param
     ready = threading.Event()
     found: list[Server] = []
     failure: list[BaseException] = []
@@ -94,8 +95,8 @@ def servers() -> Iterator[tuple[Server, Server]]:
 
     async def main() -> None:
         async with (
-            running_llamaswap(CONFIG) as (base, _),
-            running_llamaswap(KEYED_CONFIG) as (keyed, _),
+            running_llamaswap(CONFIG, fast_path) as (base, _),
+            running_llamaswap(KEYED_CONFIG, fast_path) as (keyed, _),
         ):
             found.extend(Server(int(url.rsplit(":", 1)[1])) for url in (base, keyed))
             ready.set()

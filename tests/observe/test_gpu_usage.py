@@ -24,8 +24,12 @@ from llamaswap.observe.gpu_usage import (
     device_by_uuid,
     measured_usage,
     parse_compute_apps,
+    parse_rocm_pid_gpus,
+    parse_rocm_pids,
     process_tree,
     read_compute_apps,
+    rocm_key,
+    rocm_usage,
 )
 
 G = 1024**3
@@ -96,3 +100,45 @@ def test_a_running_upstream_is_measured(
         proc.wait(10)
     assert process_tree(proc.pid) == set()
     assert read_compute_apps() == []
+
+
+# rocm-smi: the shapes of ROCm's rocm_smi.py (print2DArray under --json, printListLog as text)
+ROCM_PIDS = (
+    '{"system": {"PID4242": "python3, 1, 2147483648, 0, 0", '
+    '"PID77": "vllm, worker, 2, 3221225472, 0, 0", "PID9": "ghost, 1, unknown, 0, 0", '
+    '"Driver version": "6.8.5"}}'
+)
+ROCM_PID_GPUS = (
+    "============================ ROCm System Management Interface ============================\n"
+    "================================== GPUs Indexed by PID ===================================\n"
+    "PID 4242 is using 1 DRM device(s):\n"
+    "1 \n"
+    "PID 77 is using 2 DRM device(s):\n"
+    "0 1 \n"
+    "PID 5 is using 0 DRM device(s)\n"
+    "==========================================================================================\n"
+)
+
+
+def test_parse_rocm_pids_reads_vram_per_process() -> None:
+    # a name with a comma keeps its numbers (they are the last four fields); unknown VRAM
+    # and keys that are no pid are skipped
+    assert parse_rocm_pids(ROCM_PIDS) == {4242: 2 * G, 77: 3 * G}
+    assert parse_rocm_pids("{}") == {}
+    assert parse_rocm_pids("not json") == {}
+
+
+def test_parse_rocm_pid_gpus_reads_the_cards_of_each_process() -> None:
+    assert parse_rocm_pid_gpus(ROCM_PID_GPUS) == {4242: [1], 77: [0, 1], 5: []}
+    assert parse_rocm_pid_gpus("No KFD PIDs currently running\n") == {}
+
+
+def test_rocm_usage_shares_a_process_total_over_its_cards() -> None:
+    apps = rocm_usage({4242: 2 * G, 77: 3 * G, 5: G}, {4242: [1], 77: [0, 1]})
+    assert apps == [
+        ProcessUsage(77, rocm_key(0), 3 * G // 2),
+        ProcessUsage(77, rocm_key(1), 3 * G // 2),
+        ProcessUsage(4242, rocm_key(1), 2 * G),
+    ]
+    names = device_by_uuid([(0, rocm_key(0)), (1, rocm_key(1))], {1: "small"})
+    assert measured_usage(apps, {77, 4242}, names) == {"gpu0": 3 * G // 2, "small": 7 * G // 2}

@@ -24,11 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
 
 from helpers import free_port, free_port_block, pid_gone, wait_until_sync
 
 FAKE_CMD = f"{sys.executable} -m llamaswap.testing.fake_upstream --silent"
 START_TIMEOUT = 15.0
+FAST_PATH_ENV = "LLAMASWAP_FAST_PATH"
+# Parametrise a module's server over both ways of serving model requests.
+SERVING_PATHS = [pytest.param(False, id="aiohttp"), pytest.param(True, id="fast")]
 STOP_TIMEOUT = 10.0
 
 
@@ -41,6 +45,19 @@ def fake_model(name: str, *extra_lines: str, flags: str = "") -> str:
         *(f"    {line}" for line in extra_lines),
     ]
     return "\n".join(lines) + "\n"
+
+
+def memory_model(
+    name: str, declared_gib: int, used_gib: int, *extra_lines: str, flags: str = ""
+) -> str:
+    """A fake model declaring `declared_gib` of device memory and holding `used_gib` (on
+    the fake GPUs of `helpers.install_fake_gpus`)."""
+    return fake_model(
+        name,
+        f"resources: {{memory: {declared_gib}GiB}}",
+        *extra_lines,
+        flags=f"--memory {used_gib * 1024} {flags}".strip(),
+    )
 
 
 @dataclass
@@ -120,6 +137,9 @@ class LlamaswapProcess:
     ssl_context: ssl.SSLContext | None = None
     # Run in the child before llamaswap starts (e.g. a resource limit).
     preexec: Callable[[], None] | None = None
+    # Serve plain model requests on the fast path (`LLAMASWAP_FAST_PATH`); None leaves the
+    # variable as this process has it, so a whole run can be repeated with it set.
+    fast_path: bool | None = None
 
     @property
     def config_path(self) -> Path:
@@ -147,10 +167,14 @@ class LlamaswapProcess:
         dash = "-" if self.single_dash else "--"
         argv = [sys.executable, "-m", "llamaswap", f"{dash}config", str(self.config_path)]
         argv += [f"{dash}listen", self.listen_format.format(port=self.port), *self.extra_args]
+        env = dict(os.environ)
+        if self.fast_path is not None:
+            env[FAST_PATH_ENV] = "1" if self.fast_path else "0"
         with self.log_path.open("wb") as log:
             # `preexec` only sets resource limits (async-signal-safe); it is None normally.
             self.proc = subprocess.Popen(
                 argv,
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 preexec_fn=self.preexec,  # noqa: PLW1509

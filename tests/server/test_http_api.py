@@ -11,7 +11,7 @@ from typing import Any
 
 import openai
 import pytest
-from llamaswap_proc import LlamaswapProcess, chat_body, fake_model, llamaswap
+from llamaswap_proc import SERVING_PATHS, LlamaswapProcess, chat_body, fake_model, llamaswap
 
 from helpers import pid_gone, wait_until_sync
 
@@ -35,9 +35,11 @@ CONFIG = (
 MODEL_IDS = ["model-a", "model-b", "side-c", "side-d"]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaswapProcess]:
-    with llamaswap(tmp_path_factory.mktemp("api"), CONFIG) as proc:
+@pytest.fixture(scope="module", params=SERVING_PATHS)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LlamaswapProcess]:
+    with llamaswap(tmp_path_factory.mktemp("api"), CONFIG, fast_path=request.param) as proc:
         yield proc
 
 

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from llamaswap_proc import LlamaswapProcess, llamaswap
+from llamaswap_proc import SERVING_PATHS, LlamaswapProcess, llamaswap
 
 from helpers import wait_until_sync
 
@@ -34,9 +34,12 @@ BODY = b'{"model":"m","messages":[]}'
 SMUGGLED = b"GET /upstream/m/smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaswapProcess]:
-    with llamaswap(tmp_path_factory.mktemp("edges"), CONFIG) as proc:
+@pytest.fixture(scope="module", params=SERVING_PATHS)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LlamaswapProcess]:
+    path = tmp_path_factory.mktemp("edges")
+    with llamaswap(path, CONFIG, fast_path=request.param) as proc:
         assert proc.chat("m").status == 200  # loaded: anything forwarded would show
         yield proc
 

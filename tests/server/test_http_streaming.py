@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from llamaswap_proc import LlamaswapProcess, Reply, chat_body, fake_model, llamaswap
+from llamaswap_proc import SERVING_PATHS, LlamaswapProcess, Reply, chat_body, fake_model, llamaswap
 
 from helpers import pid_gone, wait_until_sync
 
@@ -43,9 +43,12 @@ TOO_MANY = (
 )
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaswapProcess]:
-    with llamaswap(tmp_path_factory.mktemp("streaming"), CONFIG) as proc:
+@pytest.fixture(scope="module", params=SERVING_PATHS)
+def server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LlamaswapProcess]:
+    path = tmp_path_factory.mktemp("streaming")
+    with llamaswap(path, CONFIG, fast_path=request.param) as proc:
         yield proc
 
 

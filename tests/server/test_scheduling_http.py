@@ -10,16 +10,20 @@ import threading
 import time
 from pathlib import Path
 
-from llamaswap_proc import FAKE_CMD, Reply, chat_body, fake_model, llamaswap
+import pytest
+from llamaswap_proc import FAKE_CMD, SERVING_PATHS, Reply, chat_body, fake_model, llamaswap
 
 from helpers import wait_until_sync
 
 CRASHING_CMD = f"{sys.executable} -c \"print('cannot open weights.gguf'); raise SystemExit(3)\""
 
 
-def test_a_full_queue_answers_429_with_retry_after_and_keeps_the_rest(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast_path", SERVING_PATHS)
+def test_a_full_queue_answers_429_with_retry_after_and_keeps_the_rest(
+    tmp_path: Path, fast_path: bool
+) -> None:
     config = "models:\n" + fake_model("slow", "maxQueue: 2", flags="--startup-delay 1.5")
-    with llamaswap(tmp_path, config) as server:
+    with llamaswap(tmp_path, config, fast_path=fast_path) as server:
         replies: list[Reply] = []
         clients = [
             threading.Thread(target=lambda: replies.append(server.chat("slow"))) for _ in range(2)
@@ -44,7 +48,10 @@ def test_a_full_queue_answers_429_with_retry_after_and_keeps_the_rest(tmp_path: 
         assert entry["loadTimeS"] is not None and entry["loadTimeS"] >= 1.0
 
 
-def test_a_crash_looping_model_backs_off_with_a_fast_clear_503(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fast_path", SERVING_PATHS)
+def test_a_crash_looping_model_backs_off_with_a_fast_clear_503(
+    tmp_path: Path, fast_path: bool
+) -> None:
     config = (
         "routing:\n  scheduler:\n    backoff: {after: 2, initial: 60s}\n"
         "models:\n"
@@ -52,7 +59,7 @@ def test_a_crash_looping_model_backs_off_with_a_fast_clear_503(tmp_path: Path) -
         f"  fine:\n    cmd: {FAKE_CMD} --port ${{PORT}} --model fine\n"
         "    proxy: http://127.0.0.1:${PORT}\n"
     )
-    with llamaswap(tmp_path, config) as server:
+    with llamaswap(tmp_path, config, fast_path=fast_path) as server:
         for _ in range(2):
             failed = server.call("POST", "/v1/chat/completions", chat_body("broken"))
             assert failed.status >= 500

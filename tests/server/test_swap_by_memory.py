@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from llamaswap_proc import LlamaswapProcess, fake_model, llamaswap
+from llamaswap_proc import LlamaswapProcess, fake_model, llamaswap, memory_model
 
 from helpers import install_fake_gpus, tiny_gguf, wait_until_sync
 from llamaswap.testing import fake_gpu
@@ -30,15 +30,6 @@ def fake_gpu_users(state: Path) -> dict[int, int]:
     return {int(a["pid"]): int(a["used_mib"]) for a in fake_gpu.read_state(state)["apps"]}
 
 
-def mem_model(name: str, declared_gib: int, used_gib: int, *extra: str, flags: str = "") -> str:
-    return fake_model(
-        name,
-        f"resources: {{memory: {declared_gib}GiB}}",
-        *extra,
-        flags=f"--memory {used_gib * GIB_MIB} {flags}".strip(),
-    )
-
-
 def chat_pid(server: LlamaswapProcess, model: str) -> int:
     reply = server.chat(model)
     assert reply.status == 200, reply.text
@@ -54,9 +45,9 @@ def test_two_models_co_reside_and_a_third_evicts_the_cheapest_idle_one(
         "devices: {gpu0: {memory: 24GiB}}\n"
         "models:\n"
         # `a` is slow to load: evicting it would cost more than evicting `b`.
-        + mem_model("a", 10, 10, flags="--startup-delay 1.0")
-        + mem_model("b", 10, 10)
-        + mem_model("c", 10, 10)
+        + memory_model("a", 10, 10, flags="--startup-delay 1.0")
+        + memory_model("b", 10, 10)
+        + memory_model("c", 10, 10)
     )
     with llamaswap(run_dir(tmp_path), config) as server:
         pid_a = chat_pid(server, "a")
@@ -80,8 +71,8 @@ def test_the_chosen_device_reaches_the_process(
         "devices: {gpu0: {memory: 24GiB}, gpu1: {memory: 12GiB}}\n"
         "models:\n"
         # 8 GiB fits best on gpu1 (index 1); the cmd names it through ${GPU}.
-        + mem_model("small", 8, 8, flags="--respond on-gpu-${GPU}")
-        + mem_model("pinned", 8, 8, "env: [CUDA_VISIBLE_DEVICES=5]")
+        + memory_model("small", 8, 8, flags="--respond on-gpu-${GPU}")
+        + memory_model("pinned", 8, 8, "env: [CUDA_VISIBLE_DEVICES=5]")
     )
     with llamaswap(run_dir(tmp_path), config) as server:
         reply = server.chat("small")
@@ -101,8 +92,8 @@ def test_measured_usage_above_the_declared_is_warned_and_counted(
     config = (
         "devices: {gpu0: {memory: 24GiB}}\n"
         "models:\n"
-        + mem_model("greedy", 10, 20)  # says 10 GiB, holds 20
-        + mem_model("other", 10, 10)
+        + memory_model("greedy", 10, 20)  # says 10 GiB, holds 20
+        + memory_model("other", 10, 10)
     )
     with llamaswap(run_dir(tmp_path), config) as server:
         chat_pid(server, "greedy")
@@ -116,7 +107,7 @@ def test_detected_devices_and_a_model_that_can_never_fit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     install_fake_gpus(tmp_path, monkeypatch, [("Fake GPU", 24 * GIB_MIB)])
-    config = "models:\n" + mem_model("huge", 30, 1) + mem_model("fits", 10, 10)
+    config = "models:\n" + memory_model("huge", 30, 1) + memory_model("fits", 10, 10)
     with llamaswap(run_dir(tmp_path), config) as server:
         reply = server.chat("huge")
         assert reply.status == 503, reply.text
@@ -178,8 +169,8 @@ def test_a_model_with_a_sleep_tier_sleeps_instead_of_stopping_and_wakes(
         "devices: {gpu0: {memory: 24GiB}}\n"
         "hostMemory: 64GiB\n"
         "models:\n"
-        + mem_model("vllm", 14, 14, "sleep: vllm", flags="--sleep-delay 0.2")
-        + mem_model("other", 14, 14)
+        + memory_model("vllm", 14, 14, "sleep: vllm", flags="--sleep-delay 0.2")
+        + memory_model("other", 14, 14)
     )
     with llamaswap(run_dir(tmp_path), config) as server:
         pid = chat_pid(server, "vllm")
@@ -203,8 +194,8 @@ def test_a_model_that_does_not_fall_asleep_is_stopped(
     config = (
         "devices: {gpu0: {memory: 24GiB}}\n"
         "models:\n"
-        + mem_model("stubborn", 14, 14, f"sleep: {endpoints}")
-        + mem_model("other", 14, 14)
+        + memory_model("stubborn", 14, 14, f"sleep: {endpoints}")
+        + memory_model("other", 14, 14)
     )
     with llamaswap(run_dir(tmp_path), config) as server:
         chat_pid(server, "stubborn")

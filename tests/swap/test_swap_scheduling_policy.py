@@ -3,6 +3,8 @@ refusing, the batch policy and maxWait, crash-loop backoff, abandoned loads, exc
 
 from __future__ import annotations
 
+import pytest
+
 from swap_harness import Group, Harness, grants, group_policy, only_swap, rejects, stops, swaps
 
 from llamaswap.swap.effects import CancelStart, StartSwap, StopModels
@@ -118,6 +120,23 @@ def test_batch_keeps_a_model_whose_requests_keep_arriving() -> None:
     assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
 
 
+@pytest.mark.parametrize(("max_wait", "held_until"), [(8.0, 1.5 + 3.0), (40.0, 1.5 + 10.0)])
+def test_a_larger_max_wait_holds_a_stream_longer(max_wait: float, held_until: float) -> None:
+    """A stream is held six average gaps after its last request (0.5 s gaps: 3 s), and at
+    least a quarter of the waiting request's maxWait: maxWait trades waits for swaps."""
+    rules = {m: ModelRules(max_wait=max_wait) for m in MODELS}
+    h = exclusive(batch(min_resident=0.0, stop_time=0.0), rules)
+    load(h, "a", 1)
+    h.served(1)
+    steady_stream(h, "a", [0.5, 1.0, 1.5], 10)
+    h.now = 1.6
+    assert swaps(h.request(2, "b")) == []
+    assert h.scheduler.next_deadline() == pytest.approx(held_until)
+    assert swaps(h.tick(held_until - 0.01)) == []
+    swap = only_swap(h.tick(held_until))
+    assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
+
+
 def test_one_person_switching_models_is_not_held_up() -> None:
     """Requests for a further apart than its load time: switching to b swaps at once."""
     h = exclusive(batch(min_resident=0.0), {m: ModelRules(max_wait=30.0) for m in MODELS})
@@ -130,7 +149,10 @@ def test_one_person_switching_models_is_not_held_up() -> None:
 
 
 def test_an_overdue_request_ends_the_stickiness() -> None:
-    h = exclusive(batch(min_resident=0.0), {m: ModelRules(max_wait=1.0) for m in MODELS})
+    # No stop time and leases served at once: b is due exactly maxWait after it arrived.
+    h = exclusive(
+        batch(min_resident=0.0, stop_time=0.0), {m: ModelRules(max_wait=1.0) for m in MODELS}
+    )
     load(h, "a", 1)
     h.served(1)
     steady_stream(h, "a", [0.2, 0.4, 0.6, 0.8, 1.0], 10)
@@ -144,26 +166,27 @@ def test_an_overdue_request_ends_the_stickiness() -> None:
 
 def test_max_wait_bounds_the_wait_under_sustained_traffic_to_the_loaded_model() -> None:
     rules = {m: ModelRules(max_wait=5.0) for m in MODELS}
-    h = exclusive(batch(), rules)
+    # Learned times are the last sample (weight 1), stops take no time: exact deadlines.
+    h = exclusive(batch(stop_time=0.0, load_time_weight=1.0), rules)
     load(h, "a", 1)
-    h.now = 10.0
-    h.request(2, "b")  # arrives at 10: overdue at 15
-    request_id = 3
-    while h.now < 14.0:
-        # A steady stream for a keeps it busy; each is served while b waits.
+    h.served(1)
+    steady_stream(h, "a", [8.0, 8.5, 9.0, 9.5, 10.0], 20)  # more of a is expected
+    h.request(2, "b")  # arrives at 10: its deadline is 15
+    previous = None
+    for request_id in range(3, 7):  # 11..14: each a request served when the next arrives
         h.now += 1.0
-        assert grants(h.request(request_id, "a")) == [request_id]
-        h.served(request_id - 2 if request_id > 3 else 1)
-        request_id += 1
-    h.now = 15.5
-    h.tick(15.5)
-    # b is overdue: a gets no new lease, and the swap waits only for a to drain.
-    assert grants(h.request(99, "a")) == []
-    for lease in list(h.scheduler.leases_on("a")):
-        h.served(lease)
-    swap = [s for s in h.all_swaps() if s.target == "b"]
-    assert len(swap) == 1 and swap[0].evict == frozenset({"a"})
-    assert grants(h.swap_done(swap[0].swap_id)) == [2]
+        if previous is not None:
+            h.served(previous)
+        assert grants(h.request(request_id, "a")) == ([request_id] if h.now < 14.0 else [])
+        previous = request_id
+    # From 14 on a takes no new lease: one more (1 s, as learned from the last) would end
+    # after b's deadline, when b's load must start. The swap waits only for a to drain.
+    assert h.now == 14.0 and grants(h.request(99, "a")) == []
+    assert h.scheduler.leases_on("a") == [] and h.scheduler.next_deadline() == 15.0
+    h.now = 15.0
+    swap = only_swap(h.tick(15.0))  # b's load starts at its deadline
+    assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
+    assert grants(h.swap_done(swap.swap_id)) == [2]
 
 
 def test_a_freshly_loaded_model_serves_min_resident_even_when_another_is_overdue() -> None:

@@ -23,6 +23,7 @@ from llamaswap.observe.gpu import (
     parse_nvidia_stats,
     run_tool,
 )
+from llamaswap.supervisor.gpus import detect_cards, measure_tree
 from llamaswap.testing import fake_gpu
 from llamaswap.testing.fake_upstream import parse_memory
 
@@ -170,3 +171,26 @@ def test_upstream_sleeps_and_wakes_like_vllm(upstream: tuple[str, subprocess.Pop
     assert json.loads(_get(base + "/is_sleeping")[1]) == {"is_sleeping": False}
     assert _usage(proc.pid) == ["2048"]
     assert _get(base + "/v1/chat/completions", "POST")[0] == 200
+
+
+def test_a_fake_rocm_smi_is_detected_and_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No nvidia-smi: the cards and a process tree's memory come from the fake rocm-smi."""
+    monkeypatch.setenv("PATH", os.defpath)  # no real nvidia-smi or rocm-smi either
+    install_fake_gpus(tmp_path, monkeypatch, [("Fake A", 24576), ("Fake B", 12288)], "rocm-smi")
+    assert run_tool(nvidia_command(NVIDIA_INFO_QUERY)) is None
+    cards = detect_cards()
+    assert [(c.index, c.memory) for c in cards] == [(0, 24576 * MIB), (1, 12288 * MIB)]
+    assert cards[0].uuid != cards[1].uuid
+    fake_gpu.register(os.getpid(), {0: 300, 1: 200})
+    pids = run_tool(["rocm-smi", "--showpids", "--json"])
+    assert pids is not None
+    assert json.loads(pids)["system"][f"PID{os.getpid()}"] == f"python, 2, {500 * MIB}, 0, 0"
+    # rocm-smi gives one total per process: it is shared equally over its cards
+    assert measure_tree(os.getpid(), {1: "small"}) == {"gpu0": 250 * MIB, "small": 250 * MIB}
+    fake_gpu.register(os.getpid(), {1: 64})
+    assert measure_tree(os.getpid(), {}) == {"gpu1": 64 * MIB}
+    fake_gpu.unregister(os.getpid())
+    assert measure_tree(os.getpid(), {}) == {}
+    assert "No KFD PIDs currently running" in (run_tool(["rocm-smi", "--showpidgpus"]) or "")

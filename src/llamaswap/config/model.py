@@ -49,7 +49,7 @@ Int = Annotated[int, BeforeValidator(_truncate)]
 DEFAULT_GROUP = "(default)"
 DEFAULT_CONCURRENCY_LIMIT = 10
 DEFAULT_MAX_QUEUE = 256
-DEFAULT_MAX_WAIT_S = 7.0  # chosen with bench/simulate.py (docs/benchmarks.md)
+DEFAULT_MAX_WAIT_S = 15.0  # chosen with bench/simulate.py (docs/benchmarks.md)
 DEFAULT_MIN_RESIDENT_S = 5.0
 # The model `/comfyui/...` is served by; its websocket and concurrency settings are forced.
 COMFYUI_MODEL_ID = "comfyui_auto"

@@ -28,6 +28,7 @@ from typing import Any, Generic, Self, TypeVar
 __all__ = [
     "DEFAULT_HISTORY",
     "DEFAULT_MAXSIZE",
+    "EVICTION_HISTORY",
     "STATE_HISTORY",
     "SWAP_HISTORY",
     "Event",
@@ -42,7 +43,12 @@ T = TypeVar("T")
 DEFAULT_MAXSIZE = 1024
 SWAP_HISTORY = 100
 STATE_HISTORY = 4 * SWAP_HISTORY  # a swap is about four changes (starting, ready, stopping…)
-DEFAULT_HISTORY: Mapping[str, int] = {"swap": SWAP_HISTORY, "modelState": STATE_HISTORY}
+EVICTION_HISTORY = 10  # why the last few swaps evicted (see observe.device_memory)
+DEFAULT_HISTORY: Mapping[str, int] = {
+    "swap": SWAP_HISTORY,
+    "modelState": STATE_HISTORY,
+    "eviction": EVICTION_HISTORY,
+}
 
 
 @dataclass(frozen=True, slots=True)

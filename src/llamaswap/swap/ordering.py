@@ -1,7 +1,8 @@
 """The order in which waiting requests are placed, per scheduler policy. Pure.
 
 `fifo` is llama-swap's: priority (higher first), then arrival. `batch` ranks whole models:
-  1. overdue models first (a request waited at least its model's `max_wait`), oldest first;
+  1. due models first (`swap.deadlines`: waiting longer would break a request's `max_wait`),
+     earliest deadline first;
   2. then priority (higher first);
   3. then models already loaded (their requests need no swap);
   4. then the most waiting requests per second of (learned) load time: the swap that serves
@@ -39,9 +40,8 @@ class _ModelQueue:
 
 def batch_order(
     queue: Iterable[Waiting],
-    now: float,
     *,
-    max_wait: Mapping[str, float],
+    due: Mapping[str, float],
     ready: frozenset[str],
     load_time: Callable[[str], float],
 ) -> list[Waiting]:
@@ -56,13 +56,13 @@ def batch_order(
         if w.seq < entry.oldest_seq:
             entry.oldest_seq, entry.oldest_arrived = w.seq, w.arrived
 
-    def key(w: Waiting) -> tuple[int, int, int, int, float, int, int]:
+    def key(w: Waiting) -> tuple[int, float, int, int, float, int, int]:
         entry = per_model[w.model]
-        overdue = now >= entry.oldest_arrived + max_wait[w.model]
+        deadline = due.get(w.model)
         work_per_second = entry.count / max(load_time(w.model), 1e-3)
         return (
-            0 if overdue else 1,
-            entry.oldest_seq if overdue else 0,
+            1 if deadline is None else 0,
+            0.0 if deadline is None else deadline,
             -w.priority,
             0 if w.model in ready else 1,
             -work_per_second,

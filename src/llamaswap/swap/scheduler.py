@@ -28,9 +28,12 @@ Decision tree for each waiting request, re-run whenever anything changes, in que
      models must go. If that collides with another swap (our evictions include its target or
      overlap its evictions, or a model to evict is already stopping) → keep waiting. Under
      `batch`, a model still in use (leases in flight or requests waiting for it) that became
-     ready less than `min_resident` ago is not evicted, and one with waiting requests is not
-     evicted unless the request is overdue (waited `max_wait`) → keep waiting. Otherwise
-     plan a swap.
+     ready less than `min_resident` ago is not evicted, and one with waiting requests (or
+     more expected, `swap.arrivals`) is not evicted unless the request's model is due
+     (`swap.deadlines`: waiting longer would start some load past its `max_wait`) → keep
+     waiting. Otherwise plan a swap.
+  Under `batch`, step 3a also holds back a lease whose expected end would make a waiting
+  model due: the loaded model stops taking work in time for the swap to start by deadline.
 Placement by memory (`swap.residency`): for a model placed by memory, which running models
 must go is `place()`'s cheapest set of idle placed models that makes room, plus what the
 group policy evicts among the models *not* placed by memory (they hold unknown memory). Only
@@ -52,6 +55,7 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 from llamaswap.swap.arrivals import Arrivals
+from llamaswap.swap.deadlines import Line, Timing, due, due_at, line_of
 from llamaswap.swap.effects import (
     CancelStart,
     Effect,
@@ -73,6 +77,7 @@ from llamaswap.swap.rules import Admission, ModelRules, Policy, SchedulerSetting
 __all__ = ["DEFAULT_WAKE_TIME_S", "BackoffState", "ModelRules", "Phase", "Scheduler"]
 
 DEFAULT_WAKE_TIME_S = 1.0  # a guess of a wake's duration until one was seen
+MAX_HOLD_BASIS_S = 120.0  # a `max_wait` longer than this holds a stream as long as this one
 
 
 @dataclass(frozen=True)
@@ -126,6 +131,12 @@ class Scheduler:
         self._load_times = LoadTimes(self._settings.load_time_weight, load_times)
         self._arrivals = Arrivals(patience=self._settings.patience)
         self._wake_times = LoadTimes(self._settings.load_time_weight)
+        # How long a lease lasts (grant → served), learned like load times: the drain of a
+        # model in use, and the batch a fresh model serves, when counting deadlines ahead.
+        self._serve_times = LoadTimes(self._settings.load_time_weight)
+        self._granted_at: dict[int, float] = {}
+        self._line: list[Line] = []
+        self._due: dict[str, float] = {}
         self._phase: dict[str, Phase] = dict.fromkeys(self._rules, Phase.STOPPED)
         self._leases: dict[int, str] = {}
         self._lease_count: dict[str, int] = dict.fromkeys(self._rules, 0)
@@ -223,29 +234,29 @@ class Scheduler:
 
     def next_deadline(self) -> float | None:
         """The earliest future time at which `on_tick` may change something: a ttl expiry, or
-        (under `batch`) a waiting request becoming overdue or a fresh model's `min_resident`
-        ending while others wait."""
+        (under `batch`) a waiting model becoming due (`swap.deadlines`) or a fresh model's
+        `min_resident` ending while others wait."""
         deadlines = [
             self._idle_since[m] + self.ttl(m)
             for m in self._ttl_candidates()
             if m in self._idle_since
         ]
         if self._settings.policy is Policy.BATCH and self._queue:
-            later = [
-                w.arrived + self._rules[w.model].max_wait
-                for w in self._queue
-                if w.arrived + self._rules[w.model].max_wait > self._now
-            ]
+            line = line_of(self._oldest_waiting(), self._max_waits())
+            start = self._line_start(self._now)
+            later = [t for t in due_at(line, start, self._now, self._timing()) if t > self._now]
             later += [
                 ready + self._settings.min_resident
                 for ready in self._ready_at.values()
                 if ready + self._settings.min_resident > self._now
             ]
             # A running model stops being expected to get more requests: others may go.
+            hold = self._stream_hold(min(self._rules[w.model].max_wait for w in self._queue))
             later += [
                 until
                 for m in self._running()
-                if (until := self._arrivals.expected_until(m, self._comeback_time(m))) is not None
+                if (until := self._arrivals.expected_until(m, self._comeback_time(m), hold))
+                is not None
                 and until > self._now
             ]
             deadlines.append(min(later, default=float("inf")))
@@ -367,6 +378,8 @@ class Scheduler:
         model = self._leases.pop(request_id, None)
         if model is None:
             return []
+        granted = self._granted_at.pop(request_id, now)
+        self._serve_times.observe(model, now - granted)
         self._lease_count[model] -= 1
         self._release(request_id)
         if self._lease_count[model] == 0:
@@ -528,6 +541,9 @@ class Scheduler:
     def _drain(self, now: float) -> list[Effect]:
         effects: list[Effect] = []
         self._requeue_unlaunched()
+        if self._settings.policy is Policy.BATCH:
+            self._line = line_of(self._oldest_waiting(), self._max_waits())
+            self._due = due(self._line, self._line_start(now), self._timing())
         for waiting in self._ordered(now):
             if self._place(waiting, now, effects):
                 self._queue.remove(waiting)
@@ -546,11 +562,55 @@ class Scheduler:
             return fifo_order(self._queue)
         return batch_order(
             self._queue,
-            now,
-            max_wait={m: r.max_wait for m, r in self._rules.items()},
+            due=self._due,
             ready=frozenset(m for m, p in self._phase.items() if p is Phase.READY),
             load_time=lambda m: self._load_times.seconds(m, self._settings.default_load_time),
         )
+
+    def _max_waits(self) -> dict[str, float]:
+        return {m: r.max_wait for m, r in self._rules.items()}
+
+    def _oldest_waiting(self) -> dict[str, float]:
+        """The oldest queued arrival of each model that needs a swap to be served."""
+        oldest: dict[str, float] = {}
+        for w in self._queue:
+            if self._phase[w.model] in (Phase.READY, Phase.STARTING):
+                continue
+            if w.model not in oldest or w.arrived < oldest[w.model]:
+                oldest[w.model] = w.arrived
+        return oldest
+
+    def _serve_time(self, model: str) -> float:
+        return self._serve_times.seconds(model, 0.0)
+
+    def _timing(self) -> Timing:
+        return Timing(
+            load=lambda m: self._load_times.seconds(m, self._settings.default_load_time),
+            serve=self._serve_time,
+            min_resident=self._settings.min_resident,
+            stop=self._settings.stop_time,
+        )
+
+    def _grant_breaks_line(self, model: str, now: float) -> bool:
+        """Batch: one more lease on a loaded `model` would push a waiting model's load past
+        its deadline (the lease must end before the swap can begin). A fresh model in its
+        `min_resident` keeps granting."""
+        if self._settings.policy is not Policy.BATCH or not self._line:
+            return False
+        if now - self._ready_at.get(model, now) < self._settings.min_resident:
+            return False
+        start = self._line_start(now)
+        start = max(start, now + self._serve_time(model) + self._settings.stop_time)
+        return bool(due(self._line, start, self._timing()))
+
+    def _line_start(self, now: float) -> float:
+        """When the next swap could begin: once the requests in flight are expected to have
+        finished (by each model's learned lease time), and the evicted stopped."""
+        drained = now
+        for rid, model in self._leases.items():
+            granted = self._granted_at.get(rid, now)
+            drained = max(drained, granted + self._serve_time(model))
+        return drained + self._settings.stop_time
 
     def _requeue_unlaunched(self) -> None:
         """A swap still draining leases is a plan, not a commitment: its waiters go back to the
@@ -587,6 +647,8 @@ class Scheduler:
                 return True
             evict, placed = decided
             if not evict:
+                if self._grant_breaks_line(model, now):
+                    return False
                 effects.append(self._grant(waiting.request_id, model))
                 return True
             return self._plan(waiting, evict, now, refresh=True, placed=placed)
@@ -672,11 +734,18 @@ class Scheduler:
             return self._wake_times.seconds(model, DEFAULT_WAKE_TIME_S)
         return self._load_times.seconds(model, self._settings.default_load_time)
 
+    def _stream_hold(self, max_wait: float) -> float:
+        """How long after its last request a streaming model is kept for a request with this
+        `max_wait`: a fraction of it, and finite when `max_wait` is not (a hold without end
+        would starve the other models while the stream lasts)."""
+        return self._settings.stream_hold * min(max_wait, MAX_HOLD_BASIS_S)
+
     def _may_evict(self, evict: frozenset[str], waiting: Waiting, now: float) -> bool:
         """Batch: a model in use keeps running while requests wait for it or keep arriving
-        for it (`swap.arrivals`), unless the request is overdue; and for `min_resident` after
-        it became ready even then, so two overdue models cannot thrash each other's loads."""
-        overdue = now >= waiting.arrived + self._rules[waiting.model].max_wait
+        for it (`swap.arrivals`), unless the request's model is due (`swap.deadlines`); and
+        for `min_resident` after it became ready even then, so two due models cannot thrash
+        each other's loads."""
+        overdue = waiting.model in self._due
         for model in evict:
             waiting_here = self.waiting_for(model)
             in_use = waiting_here or self._lease_count[model]
@@ -684,7 +753,10 @@ class Scheduler:
                 return False
             if overdue:
                 continue
-            if waiting_here or self._arrivals.expects_more(model, now, self._comeback_time(model)):
+            hold = self._stream_hold(self._rules[waiting.model].max_wait)
+            if waiting_here or self._arrivals.expects_more(
+                model, now, self._comeback_time(model), hold
+            ):
                 return False
         return True
 
@@ -714,7 +786,7 @@ class Scheduler:
             m
             for m in self._rules
             if self.ttl(m) > 0
-            and self._phase[m] is Phase.READY
+            and self._phase[m] in (Phase.READY, Phase.ASLEEP)  # asleep: the ttl runs on
             and self._lease_count[m] == 0
             and not any(m in s.evict or m == s.target for s in self._swaps.values())
         ]
@@ -729,6 +801,7 @@ class Scheduler:
 
     def _grant(self, request_id: int, model: str) -> Grant:
         self._leases[request_id] = model
+        self._granted_at[request_id] = self._now
         self._lease_count[model] += 1
         return Grant(request_id, model)
 

@@ -1,4 +1,5 @@
-"""A fake `nvidia-smi` for tests and demos: GPUs and per-process memory from a state file.
+"""A fake `nvidia-smi` (and `rocm-smi`) for tests and demos: GPUs and per-process memory
+from a state file.
 
 `python -m llamaswap.testing.fake_gpu [nvidia-smi flags]` answers, from the JSON file named
 by `$LLAMASWAP_FAKE_GPU_STATE`, the two queries llamaswap makes:
@@ -13,6 +14,12 @@ An unknown field fails like the real tool (exit 2, `Field "x" is not a valid fie
 query.`). `install(bin_dir, state)` writes an executable `nvidia-smi` into `bin_dir`, for a
 test to put first on `PATH`; processes that "use" memory (the fake upstream's `--memory`)
 `register` and `unregister` themselves. Memory is in MiB throughout, as nvidia-smi prints it.
+
+`python -m llamaswap.testing.fake_gpu --rocm [rocm-smi flags]` answers as `rocm-smi` does
+(`install(..., tool="rocm-smi")`): the card JSON of `--showproductname --showmeminfo vram
+--showuniqueid ... --json`, `--showpids --json` (`{"system": {"PID<pid>": "<name>, <cards>,
+<vram bytes>, 0, 0"}}`) and the text of `--showpidgpus`, in the shapes of ROCm's
+`rocm_smi.py`.
 
 State file: `{"gpus": [{"name": "Fake GPU", "memory_mib": 24576}, ...],
 "apps": [{"pid": 123, "gpu": 0, "used_mib": 1000, "name": "python"}]}`; a GPU's index is its
@@ -31,10 +38,22 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["STATE_ENV", "install", "main", "read_state", "register", "unregister", "write_state"]
+__all__ = [
+    "STATE_ENV",
+    "answer",
+    "answer_rocm",
+    "install",
+    "main",
+    "read_state",
+    "register",
+    "unregister",
+    "write_state",
+]
 
 STATE_ENV = "LLAMASWAP_FAKE_GPU_STATE"
 DRIVER_VERSION = "550.00-fake"
+ROCM_DRIVER_VERSION = "6.8.5-fake"
+_MIB = 1024 * 1024
 _NA = "[N/A]"
 
 Gpu = Mapping[str, Any]
@@ -138,15 +157,18 @@ def unregister(pid: int, path: str | Path | None = None) -> None:
     )
 
 
-def install(bin_dir: str | Path, state: str | Path) -> Path:
-    """Write an executable `nvidia-smi` into `bin_dir` that reads `state` (unless the
-    environment names another state file); returns its path."""
-    exe = Path(bin_dir) / "nvidia-smi"
+def install(bin_dir: str | Path, state: str | Path, tool: str = "nvidia-smi") -> Path:
+    """Write an executable `tool` (`nvidia-smi` or `rocm-smi`) into `bin_dir` that reads
+    `state` (unless the environment names another state file); returns its path."""
+    if tool not in ("nvidia-smi", "rocm-smi"):
+        raise ValueError(f"no fake {tool}")
+    exe = Path(bin_dir) / tool
+    mode = " --rocm" if tool == "rocm-smi" else ""
     exe.write_text(
         "#!/bin/sh\n"
         f': "${{{STATE_ENV}:={Path(state).resolve()}}}"\n'
         f"export {STATE_ENV}\n"
-        f'exec "{sys.executable}" -m llamaswap.testing.fake_gpu "$@"\n',
+        f'exec "{sys.executable}" -m llamaswap.testing.fake_gpu{mode} "$@"\n',
         encoding="utf-8",
     )
     exe.chmod(exe.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
@@ -261,14 +283,73 @@ def answer(argv: Sequence[str], state: Mapping[str, Any]) -> tuple[int, str]:
     return 0, _format(fields, rows, fmt)
 
 
+_BANNER = "ROCm System Management Interface"
+
+
+def _rocm_cards(gpus: Sequence[Gpu], apps: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    cards: dict[str, Any] = {}
+    for i, gpu in enumerate(gpus):
+        total = int(gpu.get("memory_mib", 0)) * _MIB
+        used = sum(int(a["used_mib"]) for a in apps if int(a["gpu"]) == i) * _MIB
+        cards[f"card{i}"] = {
+            "Card series": str(gpu.get("name", "Fake GPU")),
+            "Card model": "0x74a1",
+            "Card vendor": "Advanced Micro Devices, Inc. [AMD/ATI]",
+            "Unique ID": f"0x{0xFA4E0000 + i:x}",
+            "VRAM Total Memory (B)": str(total),
+            "VRAM Total Used Memory (B)": str(used),
+            "Temperature (Sensor edge) (C)": "40.0",
+            "GPU use (%)": "0",
+            "Fan speed (%)": "30",
+            "Average Graphics Package Power (W)": "50.0",
+            "Max Graphics Package Power (W)": "300.0",
+        }
+    cards["system"] = {"Driver version": ROCM_DRIVER_VERSION}
+    return cards
+
+
+def answer_rocm(argv: Sequence[str], state: Mapping[str, Any]) -> tuple[int, str]:
+    """(exit status, output) of `rocm-smi argv` for `state`. Pure but for pid liveness."""
+    apps = _live_apps(state)
+    gpus = [g for g in state.get("gpus", []) if isinstance(g, dict)]
+    flags = set(argv)
+    per_pid: dict[int, list[Mapping[str, Any]]] = {}
+    for app in apps:
+        per_pid.setdefault(int(app["pid"]), []).append(app)
+    if "--showpids" in flags and "--json" in flags:
+        system = {
+            f"PID{pid}": f"{uses[0].get('name', 'python')}, {len(uses)}, "
+            f"{sum(int(u['used_mib']) for u in uses) * _MIB}, 0, 0"
+            for pid, uses in sorted(per_pid.items())
+        }
+        return 0, json.dumps({"system": system} if system else {}) + "\n"
+    if "--showpidgpus" in flags:
+        lines = [f"{'=' * 28} {_BANNER} {'=' * 28}", f"{'=' * 34} GPUs Indexed by PID {'=' * 34}"]
+        for pid, rows in sorted(per_pid.items()):
+            lines.append(f"PID {pid} is using {len(rows)} DRM device(s):")
+            lines.append(
+                " ".join(str(int(r["gpu"])) for r in sorted(rows, key=lambda r: r["gpu"])) + " "
+            )
+        if not per_pid:
+            lines.append("No KFD PIDs currently running")
+        lines.append("=" * 90)
+        return 0, "\n".join(lines) + "\n"
+    if "--json" in flags:
+        return 0, json.dumps(_rocm_cards(gpus, apps)) + "\n"
+    return 0, "fake rocm-smi: only --json queries, --showpids and --showpidgpus are answered\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Answer one nvidia-smi invocation from the state file."""
+    """Answer one nvidia-smi (or, after `--rocm`, rocm-smi) invocation from the state file."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    rocm = bool(args) and args[0] == "--rocm"
+    tool = "rocm-smi" if rocm else "nvidia-smi"
     try:
         state = read_state()
     except RuntimeError as exc:
-        print(f"fake nvidia-smi: {exc}", file=sys.stderr)
+        print(f"fake {tool}: {exc}", file=sys.stderr)
         return 9  # nvidia-smi's "cannot communicate with the driver"
-    status, out = answer(sys.argv[1:] if argv is None else argv, state)
+    status, out = answer_rocm(args[1:], state) if rocm else answer(args, state)
     (sys.stdout if status == 0 else sys.stderr).write(out)
     return status
 

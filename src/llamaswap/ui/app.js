@@ -23,6 +23,7 @@ export const store = {
   queueDepth: 0,         // the latest queue depth
   activeProfile: null,   // the active profile's name (profileChanged), null for none
   uiConfig: null,        // the uiConfig payload ({activity: {session_id: [header names]}})
+  memory: null,          // the latest memory payload (device memory, host memory, evictions)
   listeners: new Set(),  // fn(kind, payload)
   emit(kind, payload) { for (const fn of this.listeners) fn(kind, payload); },
   subscribe(fn) { this.listeners.add(fn); return () => this.listeners.delete(fn); },
@@ -62,6 +63,7 @@ function onEvent(frame) {
   else if (msg.type === "inflight" && payload) onInflight(payload);
   else if (msg.type === "profileChanged" && payload) store.activeProfile = payload.active ?? null;
   else if (msg.type === "uiConfig" && payload) store.uiConfig = payload;
+  else if (msg.type === "memory" && payload) store.memory = payload;
   else if (msg.type === "queue" && payload && typeof payload.depth === "number") {
     const now = Date.now();
     store.queueDepth = payload.depth;

@@ -1,7 +1,9 @@
 // Models: local models with live state dots, Load / Unload / Unload all and a log panel;
-// selectors, the active profile's pins and peer models from /v1/models; a profile switcher.
+// selectors, the active profile's pins and peer models from /v1/models; a profile switcher;
+// device memory and the last eviction (devices.js) when models are placed by memory.
 import { apiFetch, el, follow, idPath } from "./api.js";
 import { LogView } from "./logs.js";
+import { renderDevices } from "./devices.js";
 
 const CAPABILITY_LABELS = {
   vision: "vision",
@@ -77,9 +79,10 @@ export function mount(view, store) {
   const selectors = el("section", { id: "selector-list", hidden: true });
   const pins = el("section", { id: "pin-list", hidden: true });
   const peers = el("section", { id: "peer-list", hidden: true });
+  const devices = el("section", { id: "device-list", hidden: true });
   view.append(
     el("div", { class: "toolbar" }, el("h1", {}, "Models"), el("span", { class: "grow" }), status, profileBox, unloadAll),
-    profileDesc, list, selectors, pins, peers,
+    profileDesc, devices, list, selectors, pins, peers,
   );
 
   const cards = new Map(); // id -> {node, dot, stateText, caps, sched, backoff}
@@ -356,9 +359,11 @@ export function mount(view, store) {
   });
 
   render();
+  renderDevices(devices, store.memory);
   refresh();
   const off = store.subscribe((kind) => {
-    if (kind === "modelStatus") render();
+    if (kind === "memory") renderDevices(devices, store.memory);
+    else if (kind === "modelStatus") render();
     else if (kind === "profileChanged") refresh();
   });
   const ticker = setInterval(renderResidency, 1000);

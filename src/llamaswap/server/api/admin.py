@@ -9,6 +9,7 @@ from aiohttp import web
 
 from llamaswap.errors import ModelNotFound
 from llamaswap.server.api import profiles, selectors
+from llamaswap.server.api.devices_view import memory_view
 from llamaswap.server.api.listing import CAPABILITY_METADATA_KEYS, capability_fields, list_entry
 from llamaswap.server.api.ollama_routes import is_ollama_client
 from llamaswap.server.api.scheduling_view import scheduling_fields
@@ -111,7 +112,7 @@ async def running(request: web.Request) -> web.Response:
                 **_process_fields(state, model_id),
             }
         )
-    return web.json_response({"running": entries})
+    return web.json_response({"running": entries, "memory": memory_view(state)})
 
 
 def _process_fields(state: AppState, model_id: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from llamaswap.observe import metrics
 from llamaswap.observe.events import EventBus, Feed
 from llamaswap.observe.logbuffer import LogBuffer
 from llamaswap.server.api import activity_routes
+from llamaswap.server.api.devices_view import memory_view
 from llamaswap.server.api.listing import capability_fields
 from llamaswap.server.api.scheduling_view import residency_fields, scheduling_fields
 from llamaswap.server.state import STATE, AppState
@@ -334,6 +335,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             "queue",
             "profileChanged",
             "activity",
+            "eviction",
         ),
     )
     proxy_sub = proxy.subscribe()
@@ -347,6 +349,7 @@ async def api_events(request: web.Request) -> web.StreamResponse:
             sse_frame("inflight", {"operation": "snapshot", "requests": state.inflight.snapshot()}),
             sse_frame("profileChanged", {"active": state.active_profile}),
             sse_frame("uiConfig", ui_config(state)),
+            sse_frame("memory", memory_view(state)),
         )
     )
 
@@ -367,7 +370,12 @@ async def api_events(request: web.Request) -> web.StreamResponse:
                 lease_flush = loop.call_later(LEASE_COUNTS_EVERY_S, flush_lease_counts)
             return None
         if event.kind in ("modelState", "modelStatusChanged"):
-            return sse_frame("modelStatus", model_status(app[STATE]))
+            # Device memory follows the states (and the measurements) of the models.
+            return sse_frame("modelStatus", model_status(app[STATE])) + sse_frame(
+                "memory", memory_view(app[STATE])
+            )
+        if event.kind == "eviction":
+            return sse_frame("memory", memory_view(app[STATE]))
         if event.kind == "queue":  # queue depths per model live in modelStatus
             return sse_frame("queue", event.data) + sse_frame(
                 "modelStatus", model_status(app[STATE])
