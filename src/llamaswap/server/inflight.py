@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,9 +32,16 @@ class InflightRequest:
     method: str
     req_path: str
     remote_ip: str
-    req_headers: dict[str, str]
+    # The request's own (read-only) headers: redacted when shown, not when registered, as
+    # most requests end without anyone asking.
+    headers: Mapping[str, str] = field(repr=False)
     started: float = field(default_factory=time.time)
     task: asyncio.Task[Any] | None = field(default=None, repr=False)
+
+    @property
+    def req_headers(self) -> dict[str, str]:
+        # str(): aiohttp's header names are `istr`, which JSON encoders refuse as keys.
+        return {str(k): v for k, v in redact_headers(self.headers).items()}
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -75,17 +82,21 @@ class InflightTracker:
             method=request.method,
             req_path=request.path,
             remote_ip=client_ip(request),
-            # str(): aiohttp's header names are `istr`, which JSON encoders refuse as keys.
-            req_headers={str(k): v for k, v in redact_headers(request.headers).items()},
+            headers=request.headers,
             task=asyncio.current_task(),
         )
         self._requests[entry.id] = entry
-        bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
+        # Building the row costs more than the rest of the bookkeeping; with no `inflight`
+        # listener (no UI open) it is skipped. A listener that subscribes later starts from
+        # `snapshot()`, so it misses nothing.
+        if bus.wanted("inflight"):
+            bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
         try:
             yield entry
         finally:
             del self._requests[entry.id]
-            bus.publish("inflight", {"operation": "remove", "id": entry.id})
+            if bus.wanted("inflight"):
+                bus.publish("inflight", {"operation": "remove", "id": entry.id})
 
     def cancel(self, request_id: str) -> None:
         entry = self._requests.get(request_id)
