@@ -31,7 +31,15 @@ import common
 
 from llamaswap.config.model import DEFAULT_MAX_WAIT_S
 from llamaswap.swap.rules import Admission, Policy
-from llamaswap.testing.sim_traces import TRACES, RunStats, Summary, replay_seeds, summarise
+from llamaswap.testing.sim_traces import (
+    LOAD_S,
+    TRACES,
+    RunStats,
+    Summary,
+    p99_floor,
+    replay_seeds,
+    summarise,
+)
 from llamaswap.testing.simulator import Setup
 
 SWEEP = (2.0, 5.0, 7.0, 8.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, math.inf)
@@ -187,6 +195,11 @@ def plot(path: Path, results: dict[tuple[str, Setup], Summary]) -> Path:
                 ha=align,
                 fontsize=7,
             )
+        if trace == "sustained":
+            span = sum(r.makespan for _, r in points) / len(points)
+            grid = [x / 10 for x in range(int(min(xs) * 10) - 5, int(fifo.swaps * 10) + 10)]
+            floor = [p99_floor(n, span, LOAD_S) for n in grid]
+            ax.plot(grid, floor, ":", color="grey", label="p99 floor, any scheduler")
         ax.plot([fifo.swaps], [fifo.p99], "r*", markersize=12, label="fifo: wait p99")
         ax.plot([fifo.swaps], [fifo.max_wait], "rx", markersize=9, label="fifo: wait max")
         ax.set_title(f"{trace} ({fifo.runs} seeds, mean per replay)")

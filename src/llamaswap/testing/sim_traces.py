@@ -64,6 +64,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
+def p99_floor(swaps: float, span: float, load: float, models: int = 3) -> float:
+    """The least p99 wait any scheduler can reach with `swaps` loads of `load` seconds over
+    `span` seconds, when `models` exclusive models are asked for at equal, steady rates (the
+    sustained trace): the models are away for at least (models - 1)·span + swaps·load in
+    all, over `swaps` absences; equal absences make the fewest long waits, and 1 % of the
+    requests then wait at least (models - 1 - 0.01·models)·span/swaps + load.
+    docs/benchmarks.md derives it."""
+    return (models - 1 - 0.01 * models) * span / swaps + load
+
+
 @dataclass(frozen=True)
 class RunStats:
     """The numbers of one replay (waits in seconds; a run that granted nothing waited 0)."""
