@@ -253,11 +253,20 @@ _COLUMNS = ("MODEL", "STATE", "PID", "UPTIME", "IDLE LEFT", "IN FLIGHT", "QUEUED
 
 
 def ps_table(entries: list[dict[str, Any]]) -> str:
-    """`/running` as a table like `ollama ps`; `-` where a value is not known."""
+    """`/running` as a table like `ollama ps`; `-` where a value is not known. Entries from
+    a cluster's ingress name their node: the table then starts with a NODE column."""
     rows = [_COLUMNS, *(_ps_row(e) for e in entries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    if any("node" in e for e in entries):
+        nodes = [_node_cell(e) for e in entries]
+        rows = [("NODE", *rows[0]), *((n, *r) for n, r in zip(nodes, rows[1:], strict=True))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _node_cell(entry: dict[str, Any]) -> str:
+    node = str(entry.get("node", "-"))
+    return f"{node} (draining)" if entry.get("nodeDraining") else node
 
 
 def _ps_row(entry: dict[str, Any]) -> tuple[str, ...]:

@@ -40,6 +40,7 @@ class Residency:
     inflight: Mapping[str, int] = field(default_factory=dict)
     limits: Mapping[str, int] = field(default_factory=dict)
     evictions: Mapping[str, Eviction] = field(default_factory=dict)
+    draining: bool = False  # drained for maintenance: no new requests go there
 
     def to_stats(self) -> dict[str, Any]:
         return {
@@ -50,6 +51,7 @@ class Residency:
             "inflight": dict(self.inflight),
             "limits": dict(self.limits),
             "evictions": {m: [e.models, e.busy] for m, e in self.evictions.items()},
+            "draining": self.draining,
         }
 
     @classmethod
@@ -68,6 +70,7 @@ class Residency:
                 str(k): Eviction(int(v[0]), int(v[1]))
                 for k, v in stats.get("evictions", {}).items()
             },
+            draining=bool(stats.get("draining", False)),
         )
 
 

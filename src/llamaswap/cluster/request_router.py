@@ -60,6 +60,7 @@ class ResidencyRouter(RequestRouter):
             inflight=base.inflight,
             limits=base.limits,
             evictions=base.evictions,
+            draining=base.draining,
         )
 
     async def choose_replicas(
@@ -70,6 +71,10 @@ class ResidencyRouter(RequestRouter):
         kwargs = pending_request.kwargs if pending_request is not None else {}
         model = kwargs.get("model")
         target = kwargs.get("node")
+        # Drained nodes, as the ingress knows them now (`avoid`) and as they report it
+        # (which covers an ingress that restarted and forgot); a request aimed at one node
+        # (`node`: the ingress asking every node) still reaches it.
+        avoid = frozenset(kwargs.get("avoid") or ())
         now = time.monotonic()
         candidates: list[tuple[ReplicaID, Residency]] = []
         by_id: dict[ReplicaID, RunningReplica] = {}
@@ -77,8 +82,11 @@ class ResidencyRouter(RequestRouter):
             name = self._node_of(replica)
             if name is None or (target is not None and name != target):
                 continue
+            residency = self._residency(replica, name)
+            if target is None and (name in avoid or residency.draining):
+                continue
             by_id[replica.replica_id] = replica
-            candidates.append((replica.replica_id, self._residency(replica, name)))
+            candidates.append((replica.replica_id, residency))
         recent = (
             {rid: now - self._sent.get((model, rid), -RECENT_S) < RECENT_S for rid, _ in candidates}
             if model is not None
