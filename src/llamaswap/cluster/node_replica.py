@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -169,6 +170,7 @@ class NodeReplica:
             limits={m: c.concurrency_limit for m, c in models.items()},
             evictions=evictions,
             draining=self._drain_task is not None,
+            at=time.time(),
         )
 
     async def check_health(self) -> None:

@@ -41,6 +41,7 @@ class Residency:
     limits: Mapping[str, int] = field(default_factory=dict)
     evictions: Mapping[str, Eviction] = field(default_factory=dict)
     draining: bool = False  # drained for maintenance: no new requests go there
+    at: float = 0.0  # when the node made the report (Unix seconds; 0 = unknown)
 
     def to_stats(self) -> dict[str, Any]:
         return {
@@ -52,6 +53,7 @@ class Residency:
             "limits": dict(self.limits),
             "evictions": {m: [e.models, e.busy] for m, e in self.evictions.items()},
             "draining": self.draining,
+            "at": self.at,
         }
 
     @classmethod
@@ -71,6 +73,7 @@ class Residency:
                 for k, v in stats.get("evictions", {}).items()
             },
             draining=bool(stats.get("draining", False)),
+            at=float(stats.get("at", 0.0)),
         )
 
 
