@@ -1,4 +1,5 @@
-"""The commands that talk to a running llamaswap: `ps`, `load`, `unload`, `run`, `logs`.
+"""The commands that talk to a running llamaswap: `ps`, `load`, `unload`, `run`, `logs`,
+and `drain` / `undrain` for a cluster's ingress.
 
 Blocking stdlib `http.client`: a command waits on one answer at a time, and the CLI gains
 no dependency. Every failure is a `ClientError` with a one-line message (no server answers,
@@ -153,6 +154,13 @@ def unload(server: Server, model: str | None) -> None:
     else:
         with _request(server, "POST", "/models/unload", {"model": model}) as response:
             response.read()
+
+
+def drain(server: Server, node: str, on: bool) -> None:
+    """Drain a cluster's `node` for maintenance (`on`), or bring it back (docs/cluster.md)."""
+    path = "/cluster/drain" if on else "/cluster/undrain"
+    with _request(server, "POST", path, {"node": node}) as response:
+        response.read()
 
 
 # ---- run -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from helpers import free_port, free_port_block, wait_until_sync
 
@@ -26,6 +27,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from ray.cluster_utils import Cluster
 
+    from llamaswap.cli import cli
     from llamaswap.cluster.app import ClusterOptions, deploy, read_cluster_config, teardown
 
 pytestmark = [
@@ -81,6 +83,7 @@ CONFIG = (
 class Client:
     def __init__(self, port: int) -> None:
         self.port = port
+        self.url = f"http://127.0.0.1:{port}"
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, str], bytes]:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
@@ -365,14 +368,18 @@ def test_a_drained_node_gets_no_new_requests_finishes_its_own_and_unloads(
             assert wait_until_sync(
                 lambda: not [e for e in client.running() if e["node"] == home], timeout=15
             )
-        finally:
-            status, _, body = client.call("POST", "/cluster/undrain", {"node": home})
-            assert status == 200, body
+        finally:  # the CLI's way back
+            undo = CliRunner().invoke(cli, ["drain", home, "--undo", "--url", client.url])
+            assert undo.exit_code == 0, undo.output
+            assert undo.output == f"{home} serves again\n"
     status, headers, _ = client.chat(only_home)
     assert status == 200
     assert headers["x-llamaswap-node"] == home
-    status, _, body = client.call("POST", "/cluster/drain", {"node": "box-z"})
-    assert status == 400 and "box-a, box-b" in json.loads(body)["error"]["message"]
+    status, _, doc = client.call("GET", "/running")
+    assert not any(n["draining"] for n in json.loads(doc)["nodes"])
+    unknown = CliRunner().invoke(cli, ["drain", "box-z", "--url", client.url])
+    assert unknown.exit_code == 1
+    assert "no node 'box-z'" in unknown.output and "box-a, box-b" in unknown.output
 
 
 def replica_actor_on(resource: str) -> Any:
