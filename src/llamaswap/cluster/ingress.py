@@ -249,13 +249,15 @@ class Ingress:
         first = orjson.dumps({"type": "clusterNodes", "data": orjson.dumps(nodes).decode()})
 
         async def body() -> AsyncIterator[bytes]:
+            frames = merged([(node, _chunks(stream)) for node, stream in opened])
             try:
                 yield b"event:message\ndata:" + first + b"\n\n"
-                async for frame in merged([(node, _chunks(stream)) for node, stream in opened]):
+                async for frame in frames:
                     yield frame
             finally:  # the client left or a node's stream ended: close the others' too
                 for _, stream in opened:
                     stream.cancel()
+                await frames.aclose()  # its readers stop now, not when it is collected
 
         return StreamingResponse(body(), headers=SSE_HEADERS)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 import orjson
 
@@ -48,7 +48,9 @@ async def tagged_frames(chunks: AsyncIterator[bytes], node: str) -> AsyncIterato
                 yield tag_frame(frame, node) + FRAME_END
 
 
-async def merged(streams: Sequence[tuple[str, AsyncIterator[bytes]]]) -> AsyncIterator[bytes]:
+async def merged(
+    streams: Sequence[tuple[str, AsyncIterator[bytes]]],
+) -> AsyncGenerator[bytes, None]:
     """Frames of every `(node, chunks)` stream as they come, until any of them ends."""
     queue: asyncio.Queue[bytes | None] = asyncio.Queue()
 
