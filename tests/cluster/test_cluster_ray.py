@@ -264,6 +264,10 @@ class Events:
                 return event
         raise AssertionError("no such event")
 
+    def ended(self, limit: int = 10_000) -> bool:
+        """Whether the stream ends within `limit` more lines (each within the timeout)."""
+        return any(not self.response.readline() for _ in range(limit))
+
     def close(self) -> None:
         self.conn.close()
 
@@ -406,7 +410,12 @@ def test_killing_a_node_replica_leaves_the_others_serving(client: Client) -> Non
         assert wait_until_sync(
             lambda: any(e["model"] == "slow-b" for e in client.running()), timeout=15
         )
+        events = Events(client.port)
+        assert events.next()["type"] == "clusterNodes"
         ray.kill(replica_actor_on("box_b"), no_restart=True)
+        # The merged event stream ends with box-b's (a client reconnects to the survivors).
+        assert events.ended()
+        events.close()
         cut = rest.result(timeout=30)
         assert b"[DONE]" not in cut
         assert b"box-b failed mid-answer" in cut  # an SSE error event, not a silent end
