@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from llamaswap.client_cli import duration, error_message, ps_table
@@ -24,7 +26,7 @@ def test_duration(seconds: object, text: str) -> None:
 
 
 def test_ps_table_rows() -> None:
-    entries = [
+    entries: list[dict[str, Any]] = [
         {"model": "busy", "state": "ready", "pid": 10, "uptimeS": 3, "ttlLeftS": None,
          "inFlight": 2, "queued": 1, "loadTimeS": 1.25},
         {"model": "kept", "state": "ready", "pid": 11, "uptimeS": 90, "ttlLeftS": None,
@@ -42,6 +44,21 @@ def test_ps_table_rows() -> None:
         ["kept", "ready", "11", "1m30s", "forever", "0", "0", "-"],
         ["crashy", "backoff (retry in 12s)", "-", "-", "-", "0", "0", "-"],
     ]
+
+
+def test_ps_table_names_each_rows_node_when_the_server_is_a_cluster() -> None:
+    entries: list[dict[str, Any]] = [
+        {"model": "a", "state": "ready", "pid": 10, "inFlight": 0, "node": "box-a"},
+        {"model": "a", "state": "starting", "pid": 11, "node": "box-b", "nodeDraining": True},
+    ]
+    lines = ps_table(entries).splitlines()
+    assert lines[0].split()[:2] == ["NODE", "MODEL"]
+    rows = [[c.strip() for c in line.split("   ") if c.strip()] for line in lines[1:]]
+    assert [r[:3] for r in rows] == [
+        ["box-a", "a", "ready"],
+        ["box-b (draining)", "a", "starting"],
+    ]
+    assert "NODE" not in ps_table([{"model": "a", "state": "ready"}])
 
 
 @pytest.mark.parametrize(

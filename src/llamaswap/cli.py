@@ -348,6 +348,21 @@ def unload(model: str | None, url: str, api_key: str | None) -> None:
 
 
 @cli.command()
+@click.argument("node")
+@click.option("--undo", is_flag=True, help="Bring the drained NODE back instead.")
+@_server_options
+def drain(node: str, undo: bool, url: str, api_key: str | None) -> None:
+    """Drain NODE of a `llamaswap cluster` (--url: its ingress) for maintenance: no new
+    requests go there, those in flight finish, then its models are unloaded."""
+
+    def action() -> None:
+        client_cli.drain(Server(url, api_key), node, not undo)
+        click.echo(f"{node} serves again" if undo else f"{node} is draining")
+
+    _client_errors(action)
+
+
+@cli.command()
 @click.argument("model")
 @click.argument("prompt", required=False)
 @_server_options

@@ -1,4 +1,5 @@
-"""The commands that talk to a running llamaswap: `ps`, `load`, `unload`, `run`, `logs`.
+"""The commands that talk to a running llamaswap: `ps`, `load`, `unload`, `run`, `logs`,
+and `drain` / `undrain` for a cluster's ingress.
 
 Blocking stdlib `http.client`: a command waits on one answer at a time, and the CLI gains
 no dependency. Every failure is a `ClientError` with a one-line message (no server answers,
@@ -155,6 +156,13 @@ def unload(server: Server, model: str | None) -> None:
             response.read()
 
 
+def drain(server: Server, node: str, on: bool) -> None:
+    """Drain a cluster's `node` for maintenance (`on`), or bring it back (docs/cluster.md)."""
+    path = "/cluster/drain" if on else "/cluster/undrain"
+    with _request(server, "POST", path, {"node": node}) as response:
+        response.read()
+
+
 # ---- run -----------------------------------------------------------------------------------
 
 
@@ -253,11 +261,20 @@ _COLUMNS = ("MODEL", "STATE", "PID", "UPTIME", "IDLE LEFT", "IN FLIGHT", "QUEUED
 
 
 def ps_table(entries: list[dict[str, Any]]) -> str:
-    """`/running` as a table like `ollama ps`; `-` where a value is not known."""
+    """`/running` as a table like `ollama ps`; `-` where a value is not known. Entries from
+    a cluster's ingress name their node: the table then starts with a NODE column."""
     rows = [_COLUMNS, *(_ps_row(e) for e in entries)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(_COLUMNS))]
+    if any("node" in e for e in entries):
+        nodes = [_node_cell(e) for e in entries]
+        rows = [("NODE", *rows[0]), *((n, *r) for n, r in zip(nodes, rows[1:], strict=True))]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     return "\n".join(line.rstrip() for line in lines)
+
+
+def _node_cell(entry: dict[str, Any]) -> str:
+    node = str(entry.get("node", "-"))
+    return f"{node} (draining)" if entry.get("nodeDraining") else node
 
 
 def _ps_row(entry: dict[str, Any]) -> tuple[str, ...]:

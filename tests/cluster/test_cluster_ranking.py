@@ -64,3 +64,16 @@ def test_a_report_survives_the_trip_through_stats() -> None:
     )
     assert Residency.from_stats(original.to_stats()) == original
     assert Residency.from_stats({}) is None
+
+
+def test_a_report_crosses_ray_whole_drain_flag_and_time_included() -> None:
+    report = node(
+        "box-a",
+        ready=frozenset({"m1"}),
+        inflight={"m1": 2},
+        limits={"m1": 4},
+        evictions={"m2": Eviction(1, 2)},
+        draining=True,
+        at=1234.5,
+    )
+    assert Residency.from_stats(report.to_stats()) == report

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,10 @@ APP_NAME = "llamaswap"
 # Requests a node replica takes at once before Serve queues at the ingress; the node's own
 # scheduler does the real queueing (per model), so this only bounds one replica's load.
 NODE_MAX_ONGOING = 1000
+# How long `deploy` waits for Serve's proxy to route to the deployed ingress, and how often
+# it looks.
+ROUTES_TIMEOUT_S = 30.0
+ROUTES_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,27 @@ def deploy(options: ClusterOptions, text: str, config: Config) -> str:
         name=APP_NAME,
         route_prefix="/",
     )
+    probe = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
+    wait_for_routes(f"http://{probe}:{options.port}")
     return f"http://{options.host}:{options.port}"
+
+
+def wait_for_routes(url: str, timeout_s: float = ROUTES_TIMEOUT_S) -> None:
+    """Return once Serve's HTTP proxy routes to the ingress. `serve.run` returns when the
+    application runs, but the proxy learns its route a moment later and until then answers
+    404 `Path '/…' not found`; the ingress answers `/health` itself."""
+    deadline = time.monotonic() + timeout_s
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no http_proxy
+    while True:
+        try:
+            with direct.open(url + "/health", timeout=2.0) as response:
+                if response.status == 200:
+                    return
+        except OSError as exc:  # refused, or the proxy's 404 (HTTPError is an OSError)
+            if time.monotonic() > deadline:
+                message = f"Serve's proxy at {url} does not route to the ingress: {exc}"
+                raise RuntimeError(message) from exc
+        time.sleep(ROUTES_POLL_S)
 
 
 def teardown() -> None:

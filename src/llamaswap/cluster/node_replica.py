@@ -8,8 +8,11 @@ then each body chunk as it arrives, so streams are not buffered on the way.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import socket
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -40,6 +43,9 @@ HOP_HEADERS = frozenset(
     }
 )
 CHUNK = 64 * 1024
+LOADED = frozenset({ProcessState.READY, ProcessState.STARTING, ProcessState.ASLEEP})
+# How often a draining node looks for models that went idle, to unload them.
+DRAIN_POLL_S = 0.25
 
 
 def free_port() -> int:
@@ -71,6 +77,7 @@ class NodeReplica:
         self._session = aiohttp.ClientSession(
             auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None)
         )
+        self._drain_task: asyncio.Task[None] | None = None
         log.info("node %s serves %d models on %s", self.node, len(config.models), self._base)
 
     async def forward(
@@ -81,9 +88,11 @@ class NodeReplica:
         body: bytes,
         model: str | None = None,
         node: str | None = None,
+        avoid: tuple[str, ...] = (),
     ) -> AsyncIterator[dict[str, Any] | bytes]:
         """One HTTP request to this node's server: first `{"status", "headers", "node"}`, then
-        the body's chunks as they come. (`model` and `node` are read by the request router only.)"""
+        the body's chunks as they come. (`model`, `node` and `avoid` are read by the request
+        router only.)"""
         async with self._session.request(
             method,
             self._base + path,
@@ -98,6 +107,37 @@ class NodeReplica:
             }
             async for chunk in response.content.iter_any():
                 yield chunk
+
+    async def set_draining(self, on: bool, node: str | None = None) -> bool:
+        """Drain (or stop draining) this node: while draining, the request router sends it
+        no new requests, and each model is unloaded once nothing is in flight or queued for
+        it. Returns whether the node is now draining. (`node` is read by the router.)"""
+        if on and self._drain_task is None:
+            self._drain_task = asyncio.create_task(self._unload_when_idle())
+            log.info("node %s drains", self.node)
+        elif not on and self._drain_task is not None:
+            self._drain_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drain_task
+            self._drain_task = None
+            log.info("node %s no longer drains", self.node)
+        return self._drain_task is not None
+
+    async def _unload_when_idle(self) -> None:
+        router = self._server.state.router
+        while True:
+            idle = [
+                model
+                for model in router.config.models
+                if router.state(model) in LOADED
+                and router.lease_count(model) + router.queued(model) == 0
+            ]
+            if idle:
+                try:
+                    await router.unload(idle)
+                except Exception:  # the next round tries again; draining must not stop
+                    log.exception("node %s: unloading %s while draining", self.node, idle)
+            await asyncio.sleep(DRAIN_POLL_S)
 
     def record_routing_stats(self) -> dict[str, Any]:
         return self.residency().to_stats()
@@ -129,6 +169,8 @@ class NodeReplica:
             inflight=inflight,
             limits={m: c.concurrency_limit for m, c in models.items()},
             evictions=evictions,
+            draining=self._drain_task is not None,
+            at=time.time(),
         )
 
     async def check_health(self) -> None:
@@ -139,5 +181,6 @@ class NodeReplica:
 
     async def __del__(self) -> None:
         # Serve calls this on a graceful stop; the upstream processes stop with the server.
+        await self.set_draining(False)
         await self._session.close()
         await self._server.stop()

@@ -40,6 +40,8 @@ class Residency:
     inflight: Mapping[str, int] = field(default_factory=dict)
     limits: Mapping[str, int] = field(default_factory=dict)
     evictions: Mapping[str, Eviction] = field(default_factory=dict)
+    draining: bool = False  # drained for maintenance: no new requests go there
+    at: float = 0.0  # when the node made the report (Unix seconds; 0 = unknown)
 
     def to_stats(self) -> dict[str, Any]:
         return {
@@ -50,6 +52,8 @@ class Residency:
             "inflight": dict(self.inflight),
             "limits": dict(self.limits),
             "evictions": {m: [e.models, e.busy] for m, e in self.evictions.items()},
+            "draining": self.draining,
+            "at": self.at,
         }
 
     @classmethod
@@ -68,6 +72,8 @@ class Residency:
                 str(k): Eviction(int(v[0]), int(v[1]))
                 for k, v in stats.get("evictions", {}).items()
             },
+            draining=bool(stats.get("draining", False)),
+            at=float(stats.get("at", 0.0)),
         )
 
 

@@ -28,8 +28,11 @@ from llamaswap.cluster.ranking import Residency, rank
 from llamaswap.config.model import ClusterConfig
 
 STATS_PERIOD_S = 0.5
-# A model sent to a replica counts as loading there this long, covering the report's age.
+# A model sent to a replica counts as loading there this long, covering the report's age,
 RECENT_S = 4 * STATS_PERIOD_S + 2.0
+# unless the node made a report this long after the send: by then its report shows the
+# model if it is there (it was not, or was unloaded since).
+REPORT_SEES_S = 1.0
 
 
 class ResidencyRouter(RequestRouter):
@@ -60,6 +63,8 @@ class ResidencyRouter(RequestRouter):
             inflight=base.inflight,
             limits=base.limits,
             evictions=base.evictions,
+            draining=base.draining,
+            at=base.at,
         )
 
     async def choose_replicas(
@@ -70,17 +75,24 @@ class ResidencyRouter(RequestRouter):
         kwargs = pending_request.kwargs if pending_request is not None else {}
         model = kwargs.get("model")
         target = kwargs.get("node")
-        now = time.monotonic()
+        # Drained nodes, as the ingress knows them now (`avoid`) and as they report it
+        # (which covers an ingress that restarted and forgot); a request aimed at one node
+        # (`node`: the ingress asking every node) still reaches it.
+        avoid = frozenset(kwargs.get("avoid") or ())
+        now = time.time()
         candidates: list[tuple[ReplicaID, Residency]] = []
         by_id: dict[ReplicaID, RunningReplica] = {}
         for replica in candidate_replicas:
             name = self._node_of(replica)
             if name is None or (target is not None and name != target):
                 continue
+            residency = self._residency(replica, name)
+            if target is None and (name in avoid or residency.draining):
+                continue
             by_id[replica.replica_id] = replica
-            candidates.append((replica.replica_id, self._residency(replica, name)))
+            candidates.append((replica.replica_id, residency))
         recent = (
-            {rid: now - self._sent.get((model, rid), -RECENT_S) < RECENT_S for rid, _ in candidates}
+            {rid: self._recent(model, rid, residency, now) for rid, residency in candidates}
             if model is not None
             else None
         )
@@ -91,6 +103,14 @@ class ResidencyRouter(RequestRouter):
             # replica-set update that would bring the node back.
             pending_request.routing_context.should_backoff = True
         return [[by_id[rid] for rid in tier] for tier in rank(candidates, model, recent)]
+
+    def _recent(self, model: str, replica: ReplicaID, residency: Residency, now: float) -> bool:
+        """Whether this router sent `model` to `replica` so lately that its report may not
+        show it yet. (Wall clocks: the report's time comes from the node's machine.)"""
+        sent = self._sent.get((model, replica))
+        if sent is None or now - sent >= RECENT_S:
+            return False
+        return residency.at < sent + REPORT_SEES_S
 
     def _get_pending_request_matching_metadata(
         self, request_metadata: Any = None
@@ -110,6 +130,6 @@ class ResidencyRouter(RequestRouter):
     ) -> None:
         model = pending_request.kwargs.get("model")
         if model is not None:
-            now = time.monotonic()
+            now = time.time()
             self._sent = {k: t for k, t in self._sent.items() if now - t < RECENT_S}
             self._sent[(model, replica_id)] = now
