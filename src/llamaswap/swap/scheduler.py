@@ -539,8 +539,11 @@ class Scheduler:
         effects: list[Effect] = []
         self._requeue_unlaunched()
         if self._settings.policy is Policy.BATCH:
-            self._line = line_of(self._oldest_waiting(), self._max_waits())
-            self._due = due(self._line, self._line_start(now), self._timing())
+            oldest = self._oldest_waiting()
+            # Nobody waits for a swap (the common case under load: requests for loaded
+            # models): the line is empty and nothing is due, without the timing work.
+            self._line = line_of(oldest, self._max_waits()) if oldest else []
+            self._due = due(self._line, self._line_start(now), self._timing()) if oldest else {}
         for waiting in self._ordered(now):
             if self._place(waiting, now, effects):
                 self._queue.remove(waiting)
@@ -555,6 +558,8 @@ class Scheduler:
         return effects
 
     def _ordered(self, now: float) -> list[Waiting]:
+        if len(self._queue) < 2:
+            return list(self._queue)  # nothing to rank
         if self._settings.policy is Policy.FIFO:
             return fifo_order(self._queue)
         return batch_order(
@@ -803,7 +808,7 @@ class Scheduler:
             self._reserved[model] -= 1
 
     def _position(self, request_id: int) -> int:
-        order = [w.request_id for w in self._queue]
-        if request_id in order:
-            return order.index(request_id) + 1
+        for index, waiting in enumerate(self._queue):
+            if waiting.request_id == request_id:
+                return index + 1
         return 0
