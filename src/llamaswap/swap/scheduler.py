@@ -536,6 +536,10 @@ class Scheduler:
             self._backoff[model] = BackoffState(self._failures[model], now + delay, error)
 
     def _drain(self, now: float) -> list[Effect]:
+        if not self._queue and not self._swaps:
+            # Nothing waits and nothing is planned (a lease ended with no one queued).
+            self._line, self._due = [], {}
+            return []
         effects: list[Effect] = []
         self._requeue_unlaunched()
         if self._settings.policy is Policy.BATCH:
@@ -623,7 +627,8 @@ class Scheduler:
             for waiting in swap.waiters:
                 del self._swap_of_waiter[waiting.request_id]
                 self._queue.append(waiting)
-        self._queue[:] = fifo_order(self._queue)
+        if len(self._queue) > 1:
+            self._queue[:] = fifo_order(self._queue)
 
     def _place(self, waiting: Waiting, now: float, effects: list[Effect]) -> bool:
         """Steps 1–5 of the module docstring. True when the request left the queue."""

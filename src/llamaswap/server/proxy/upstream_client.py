@@ -234,7 +234,9 @@ class UpstreamClient:
             else:
                 connection.transport.writelines((head, body))  # a large upload is not copied
             try:
-                await asyncio.shield(connection.headers_ready)
+                # Not shielded: a cancelled request closes its connection below, so its
+                # future is never awaited again.
+                await connection.headers_ready
             except UpstreamConnectionError:
                 connection.close()
                 if attempt == 0 and connection.reused and not connection.got_bytes:

@@ -176,7 +176,9 @@ async def _send(
     connect_timeout: float | None,
     header_timeout: float | None,
 ) -> UpstreamResponse:
-    deadline = asyncio.timeout(header_timeout or None)
+    if not header_timeout:  # the default: no timer to arm and cancel per request
+        return await upstream.request("POST", url, headers, body, connect_timeout)
+    deadline = asyncio.timeout(header_timeout)
     try:
         async with deadline:
             return await upstream.request("POST", url, headers, body, connect_timeout)
