@@ -29,6 +29,7 @@ from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.protocol import Runner
 from llamaswap.server.state import AppState, open_store
+from llamaswap.stdout_log import CoalescingStreamHandler
 from llamaswap.swap.load_times import LoadTime
 
 log = logging.getLogger("llamaswap")
@@ -94,6 +95,9 @@ class QuietBadRequests(logging.Filter):
         return True
 
 
+_STDOUT_HANDLERS = (CoalescingStreamHandler, logging.StreamHandler)
+
+
 def configure_logging(config: Config) -> None:
     level = getattr(logging, config.log_level.upper(), logging.INFO)
     root = logging.getLogger("llamaswap")
@@ -102,13 +106,13 @@ def configure_logging(config: Config) -> None:
     if not any(isinstance(f, QuietBadRequests) for f in aiohttp_server.filters):
         aiohttp_server.addFilter(QuietBadRequests())
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = CoalescingStreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
         root.addHandler(handler)
     # Only stdout goes quiet: the `proxy` log buffer (/logs/stream/proxy) still gets records.
     quiet = config.log_to_stdout in ("upstream", "none")
     for existing in root.handlers:
-        if type(existing) is logging.StreamHandler:  # the stdout handler made above
+        if type(existing) in _STDOUT_HANDLERS:  # the stdout handler made above
             existing.setLevel(logging.CRITICAL + 1 if quiet else logging.NOTSET)
 
 
