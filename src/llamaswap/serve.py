@@ -29,7 +29,6 @@ from llamaswap.server.app import build_app
 from llamaswap.server.auth import ApiKeyChecker
 from llamaswap.server.protocol import Runner
 from llamaswap.server.state import AppState, open_store
-from llamaswap.stdout_log import CoalescingStreamHandler
 from llamaswap.swap.load_times import LoadTime
 
 log = logging.getLogger("llamaswap")
@@ -95,9 +94,6 @@ class QuietBadRequests(logging.Filter):
         return True
 
 
-_STDOUT_HANDLERS = (CoalescingStreamHandler, logging.StreamHandler)
-
-
 def configure_logging(config: Config) -> None:
     level = getattr(logging, config.log_level.upper(), logging.INFO)
     root = logging.getLogger("llamaswap")
@@ -106,13 +102,13 @@ def configure_logging(config: Config) -> None:
     if not any(isinstance(f, QuietBadRequests) for f in aiohttp_server.filters):
         aiohttp_server.addFilter(QuietBadRequests())
     if not root.handlers:
-        handler = CoalescingStreamHandler(sys.stdout)
+        handler = logging.StreamHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
         root.addHandler(handler)
     # Only stdout goes quiet: the `proxy` log buffer (/logs/stream/proxy) still gets records.
     quiet = config.log_to_stdout in ("upstream", "none")
     for existing in root.handlers:
-        if type(existing) in _STDOUT_HANDLERS:  # the stdout handler made above
+        if type(existing) is logging.StreamHandler:  # the stdout handler made above
             existing.setLevel(logging.CRITICAL + 1 if quiet else logging.NOTSET)
 
 
@@ -122,9 +118,11 @@ def report_findings(config: Config) -> None:
         log.error("config: %s", problem)
     for problem in config.warnings:
         log.warning("config: %s", problem)
+    if config.cluster is not None:
+        log.info("config: `cluster:` is read by `llamaswap cluster` only; one machine ignores it")
 
 
-def _put_interpreter_on_path() -> None:
+def put_interpreter_on_path() -> None:
     """Make `python3` in a model's cmd mean the interpreter llamaswap runs in (a venv's)."""
     bindir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
@@ -312,7 +310,7 @@ def _config_stamp(options: ServeOptions) -> tuple[tuple[str, float, int], ...]:
 
 
 async def serve_forever(options: ServeOptions) -> None:
-    _put_interpreter_on_path()
+    put_interpreter_on_path()
     server = Server(options)
     await server.start(server.load())
     loop = asyncio.get_running_loop()

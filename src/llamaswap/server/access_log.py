@@ -52,13 +52,6 @@ def access_line(request: web.BaseRequest, status: int, size: int, seconds: float
     )
 
 
-def emit(logger: logging.Logger, level: int, line: str) -> None:
-    """Hand `line` to `logger`'s handlers as `logger.log(level, "%s", line)` would, without
-    looking up the caller's source line (a stack walk per request that no format of ours
-    shows). The caller has checked `logger.isEnabledFor(level)`."""
-    logger.handle(logger.makeRecord(logger.name, level, __file__, 0, line, (), None))
-
-
 class AccessLogger(AbstractAccessLogger):
     """Called by aiohttp after each response was sent."""
 
@@ -68,7 +61,7 @@ class AccessLogger(AbstractAccessLogger):
         size = request.writer.output_size if request.writer is not None else 0
         level = logging.DEBUG if is_quiet_ui(request.path, response.status) else logging.INFO
         if self.logger.isEnabledFor(level):
-            emit(self.logger, level, access_line(request, response.status, size, time))
+            self.logger.log(level, "%s", access_line(request, response.status, size, time))
 
     @property
     def enabled(self) -> bool:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -22,44 +25,16 @@ from llamaswap.server.auth import redact_headers
 CANCELLED_BY_OPERATOR = "request cancelled from /api/inflight"
 
 
+@dataclass
 class InflightRequest:
-    """One request being served. What only a viewer needs (its client's address, its
-    redacted headers) is worked out when first asked for, not on the request path."""
-
-    __slots__ = ("_remote_ip", "_req_headers", "_request", "id", "model", "started", "task")
-
-    def __init__(
-        self, id: str, model: str, request: web.Request, task: asyncio.Task[Any] | None
-    ) -> None:
-        self.id = id
-        self.model = model
-        self._request = request  # read for as long as the request is in flight
-        self.started = time.time()
-        self.task = task
-        self._remote_ip: str | None = None
-        self._req_headers: dict[str, str] | None = None
-
-    @property
-    def method(self) -> str:
-        return self._request.method
-
-    @property
-    def req_path(self) -> str:
-        return self._request.path
-
-    @property
-    def remote_ip(self) -> str:
-        if self._remote_ip is None:
-            self._remote_ip = client_ip(self._request)
-        return self._remote_ip
-
-    @property
-    def req_headers(self) -> dict[str, str]:
-        if self._req_headers is None:
-            # str(): aiohttp's header names are `istr`, which JSON encoders refuse as keys.
-            redacted = redact_headers(self._request.headers)
-            self._req_headers = {str(k): v for k, v in redacted.items()}
-        return self._req_headers
+    id: str
+    model: str
+    method: str
+    req_path: str
+    remote_ip: str
+    req_headers: dict[str, str]
+    started: float = field(default_factory=time.time)
+    task: asyncio.Task[Any] | None = field(default=None, repr=False)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -92,44 +67,28 @@ class InflightTracker:
     def snapshot(self) -> list[dict[str, Any]]:
         return [r.as_json() for r in self._requests.values()]
 
-    def track(self, request: web.Request, model: str, bus: EventBus) -> Tracking:
-        """Registers the request for the `with` block it is used in."""
-        entry = InflightRequest(str(next(self._ids)), model, request, asyncio.current_task())
-        return Tracking(self._requests, entry, bus)
+    @contextmanager
+    def track(self, request: web.Request, model: str, bus: EventBus) -> Iterator[InflightRequest]:
+        entry = InflightRequest(
+            id=str(next(self._ids)),
+            model=model,
+            method=request.method,
+            req_path=request.path,
+            remote_ip=client_ip(request),
+            # str(): aiohttp's header names are `istr`, which JSON encoders refuse as keys.
+            req_headers={str(k): v for k, v in redact_headers(request.headers).items()},
+            task=asyncio.current_task(),
+        )
+        self._requests[entry.id] = entry
+        bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
+        try:
+            yield entry
+        finally:
+            del self._requests[entry.id]
+            bus.publish("inflight", {"operation": "remove", "id": entry.id})
 
     def cancel(self, request_id: str) -> None:
         entry = self._requests.get(request_id)
         if entry is None or entry.task is None:
             raise ModelNotFound("inflight request not found")
         entry.task.cancel(CANCELLED_BY_OPERATOR)  # the reason its activity row shows
-
-
-class Tracking:
-    """The registration of one request, as a context manager (cheaper than a generator's).
-
-    Events are published only while someone listens on the bus (an `/api/events` client):
-    one that connects later starts from `snapshot()`, so nothing is lost by not publishing
-    to nobody, and the request path does not build payloads no one reads.
-    """
-
-    __slots__ = ("_bus", "_entry", "_requests")
-
-    def __init__(
-        self, requests: dict[str, InflightRequest], entry: InflightRequest, bus: EventBus
-    ) -> None:
-        self._requests = requests
-        self._entry = entry
-        self._bus = bus
-
-    def __enter__(self) -> InflightRequest:
-        entry = self._entry
-        self._requests[entry.id] = entry
-        if self._bus.subscriber_count:
-            self._bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
-        return entry
-
-    def __exit__(self, *exc_info: object) -> None:
-        entry = self._entry
-        del self._requests[entry.id]
-        if self._bus.subscriber_count:
-            self._bus.publish("inflight", {"operation": "remove", "id": entry.id})
