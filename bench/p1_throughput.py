@@ -7,7 +7,7 @@ ceiling is reported (its rate against the bare upstream, and CPU seconds of each
 reader can tell who the bottleneck was.
 
     python bench/p1_throughput.py [--quick] [--baseline PATH] [--generator wrk|python]
-                                  [--profile OUT.txt]
+                                  [--profile OUT.txt [--profile-c C]]
 """
 
 from __future__ import annotations
@@ -125,7 +125,10 @@ def _short(frame: str) -> str:
 def main() -> None:
     p = common.base_parser(__doc__ or "")
     p.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto")
-    p.add_argument("--profile", metavar="OUT", help="py-spy llamaswap during the c=64 run")
+    p.add_argument("--profile", metavar="OUT", help="py-spy llamaswap during one run")
+    p.add_argument(
+        "--profile-c", type=int, default=64, metavar="C", help="the run --profile records (c=C)"
+    )
     args = p.parse_args()
     generator = args.generator
     if generator == "auto":
@@ -160,7 +163,7 @@ def main() -> None:
                 direct_done = True
             for c in levels:
                 spy: subprocess.Popen[bytes] | None = None
-                if args.profile and label == "llamaswap" and c == 64:
+                if args.profile and label == "llamaswap" and c == args.profile_c:
                     argv = py_spy_argv(proxy.proc.pid, duration, Path(args.profile))
                     if argv is None:
                         notes.append("py-spy not installed: `.venv/bin/pip install py-spy`")
@@ -230,7 +233,7 @@ def main() -> None:
         )
     if profile_rows:
         common.print_table(
-            f"py-spy: llamaswap at c=64, top functions by own time ({args.profile})",
+            f"py-spy: llamaswap at c={args.profile_c}, top functions by own time ({args.profile})",
             ["function", "self %", "inclusive %"],
             [[f, f"{s:.1f}", f"{i:.1f}"] for f, s, i in profile_rows],
         )

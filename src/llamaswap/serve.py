@@ -19,6 +19,7 @@ from llamaswap.config.load import load_config
 from llamaswap.config.model import Config
 from llamaswap.errors import ConfigError, StoreError
 from llamaswap.observe.activity import reuse_or_open
+from llamaswap.observe.console import ConsoleHandler
 from llamaswap.observe.events import EventBus
 from llamaswap.observe.load_time_store import LoadTimeFile
 from llamaswap.observe.logbuffer import LogBuffer
@@ -102,13 +103,13 @@ def configure_logging(config: Config) -> None:
     if not any(isinstance(f, QuietBadRequests) for f in aiohttp_server.filters):
         aiohttp_server.addFilter(QuietBadRequests())
     if not root.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = ConsoleHandler(sys.stdout)
         handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
         root.addHandler(handler)
     # Only stdout goes quiet: the `proxy` log buffer (/logs/stream/proxy) still gets records.
     quiet = config.log_to_stdout in ("upstream", "none")
     for existing in root.handlers:
-        if type(existing) is logging.StreamHandler:  # the stdout handler made above
+        if type(existing) is ConsoleHandler:  # the stdout handler made above
             existing.setLevel(logging.CRITICAL + 1 if quiet else logging.NOTSET)
 
 
@@ -249,6 +250,7 @@ class Server:
     async def _mirror_upstream(self) -> None:
         with self.upstream_log.subscribe() as feed:
             async for chunk in feed:
+                sys.stdout.flush()  # our own lines first: ConsoleHandler flushes once a pass
                 sys.stdout.buffer.write(chunk)
                 sys.stdout.flush()
 

@@ -12,6 +12,7 @@ import pytest
 
 from llamaswap.errors import BadRequest
 from llamaswap.observe.activity import (
+    BATCH_ROWS,
     SORT_COLUMNS,
     ActivityEntry,
     ActivityQuery,
@@ -106,6 +107,32 @@ def test_in_memory_store_keeps_the_newest_max_rows() -> None:
     assert ids(page) == [5, 4, 3]
     assert page["total"] == 3
     assert store.insert(entry()).id == 6  # ids are never reused
+    store.close()
+
+
+def test_unread_rows_stay_bounded_and_a_reader_sees_the_newest_max_rows() -> None:
+    # Nothing reads: rows are queued, never written, and the queue keeps at most what the
+    # next prune would keep (plus one batch) however many requests pass.
+    store = ActivityStore(max_rows=3)
+    for n in range(1, 201):
+        store.insert(entry(inputs=n))
+        assert len(store._pending) <= 3 + BATCH_ROWS
+    page = store.page(ActivityQuery())
+    assert ids(page) == [200, 199, 198]
+    assert [row["tokens"]["input_tokens"] for row in page["data"]] == [200, 199, 198]
+    assert page["total"] == 3
+    for n in range(201, 206):  # reads and unread runs alternate: still the newest three
+        store.insert(entry(inputs=n))
+    assert ids(store.page(ActivityQuery())) == [205, 204, 203]
+    store.close()
+
+
+def test_without_pruning_every_unread_row_is_kept() -> None:
+    store = ActivityStore(max_rows=0)
+    for _ in range(3 * BATCH_ROWS + 5):
+        store.insert(entry())
+    assert len(store._pending) < BATCH_ROWS  # written in batches, not held in the queue
+    assert store.page(ActivityQuery())["total"] == 3 * BATCH_ROWS + 5
     store.close()
 
 

@@ -162,3 +162,17 @@ def test_default_bus_keeps_recent_swaps() -> None:
     bus.publish("swap", {"target": "a"})
     assert [r.event.data for r in bus.recent("swap")] == [{"target": "a"}]
     assert abs(bus.recent("swap")[0].at - time.time()) < 5
+
+
+def test_wanted_says_whether_an_event_would_be_kept_or_delivered() -> None:
+    bus = EventBus()
+    assert not bus.wanted("inflight")  # nobody listens, not kept
+    assert bus.wanted("swap")  # kept for `recent`
+    filtered = bus.subscribe(kinds=["activity"])
+    assert bus.wanted("activity")
+    assert not bus.wanted("inflight")
+    everything = bus.subscribe()
+    assert bus.wanted("inflight")
+    everything.close()
+    filtered.close()
+    assert not bus.wanted("activity")

@@ -58,6 +58,20 @@ async def test_each_request_gets_one_line_with_status_size_and_agent(
     assert lines[3]["ip"] == "203.0.113.9"
 
 
+async def test_percent_signs_in_the_line_are_logged_as_they_are(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="llamaswap.access")
+    async with (
+        running_llamaswap(fake_models_yaml(["a"])) as (base, _),
+        aiohttp.ClientSession(headers={"User-Agent": "probe %s %d 100%"}) as session,
+        session.get(f"{base}/running?q=100%25") as resp,
+    ):
+        assert resp.status == 200
+    (line,) = access_lines(caplog)
+    assert (line["path"], line["agent"]) == ("/running?q=100%25", "probe %s %d 100%")
+
+
 async def test_health_probes_and_scrapes_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="llamaswap.access")
     async with (

@@ -403,6 +403,41 @@ async def test_token_counters_per_model_in_prometheus() -> None:
         assert samples[("llamaswap_tokens_total", "m", "out")] == 20
 
 
+async def test_a_burst_of_exchanges_ending_together_keeps_every_row_token_and_capture() -> None:
+    # Exchanges that end in one pass of the loop are recorded together: none may be lost,
+    # merged or given another's tokens or capture.
+    burst = 24
+    config = "captureBuffer: 5\n" + fake_models_yaml(["m"])
+    async with running_llamaswap(config) as (base, _), aiohttp.ClientSession() as session:
+
+        async def one(n: int) -> int:
+            body = {**CHAT, "messages": [{"role": "user", "content": f"burst {n}"}]}
+            async with session.post(f"{base}/v1/chat/completions", json=body) as r:
+                await r.read()
+                return r.status
+
+        assert await asyncio.gather(*(one(n) for n in range(burst))) == [200] * burst
+        page = await rows(session, base, "?limit=100")
+        assert page["total"] == burst
+        assert sorted(row["id"] for row in page["data"]) == list(range(1, burst + 1))
+        assert {row["tokens"]["input_tokens"] for row in page["data"]} == {25}
+        sent = set()
+        for row in page["data"]:
+            status, capture = await get_capture(session, base, row["id"])
+            assert status == 200
+            sent.add(json.loads(b64(capture["req_body"]) or b"")["messages"][0]["content"])
+        assert sent == {f"burst {n}" for n in range(burst)}
+        async with session.get(f"{base}/metrics") as resp:
+            text = await resp.text()
+        tokens = {
+            s.labels.get("direction"): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "llamaswap_tokens_total"
+        }
+        assert tokens == {"in": 25 * burst, "out": 10 * burst}
+
+
 # ---- file store and reloads -----------------------------------------------------------------
 
 

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
+from aiohttp.test_utils import make_mocked_request
 
 from helpers import wait_until
 from inprocess import fake_models_yaml, running_llamaswap
+from llamaswap.observe.events import EventBus
+from llamaswap.server.inflight import InflightTracker
 
 
 async def test_list_and_cancel_a_request() -> None:
@@ -50,3 +53,21 @@ async def test_list_and_cancel_a_request() -> None:
             async with admin.post(f"{base}/api/inflight/{entry['id']}/cancel") as resp:
                 assert resp.status == 404
                 assert (await resp.json())["error"]["message"] == "inflight request not found"
+
+
+async def test_rows_are_published_to_listeners_and_a_late_one_starts_from_the_snapshot() -> None:
+    bus = EventBus()
+    tracker = InflightTracker()
+    request = make_mocked_request("POST", "/v1/chat/completions")
+    with tracker.track(request, "m", bus) as first:  # nobody listens: no upsert is built
+        sub = bus.subscribe(kinds=["inflight"])
+        assert [row["id"] for row in tracker.snapshot()] == [first.id]
+    removed = sub.get_nowait()
+    assert removed is not None and removed.data == {"operation": "remove", "id": first.id}
+    with tracker.track(request, "m", bus) as second:
+        pass
+    upsert, remove = sub.get_nowait(), sub.get_nowait()
+    assert upsert is not None and upsert.data["operation"] == "upsert"
+    assert upsert.data["request"]["id"] == second.id
+    assert remove is not None and remove.data == {"operation": "remove", "id": second.id}
+    assert sub.get_nowait() is None

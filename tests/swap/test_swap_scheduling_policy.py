@@ -3,6 +3,8 @@ refusing, the batch policy and maxWait, crash-loop backoff, abandoned loads, exc
 
 from __future__ import annotations
 
+import pytest
+
 from swap_harness import Group, Harness, grants, group_policy, only_swap, rejects, stops, swaps
 
 from llamaswap.swap.effects import CancelStart, StartSwap, StopModels
@@ -115,6 +117,23 @@ def test_batch_keeps_a_model_whose_requests_keep_arriving() -> None:
     until = h.scheduler.next_deadline()
     assert until is not None and 1.8 < until < 30.0
     swap = only_swap(h.tick(until))
+    assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
+
+
+@pytest.mark.parametrize(("max_wait", "held_until"), [(8.0, 1.5 + 3.0), (40.0, 1.5 + 10.0)])
+def test_a_larger_max_wait_holds_a_stream_longer(max_wait: float, held_until: float) -> None:
+    """A stream is held six average gaps after its last request (0.5 s gaps: 3 s), and at
+    least a quarter of the waiting request's maxWait: maxWait trades waits for swaps."""
+    rules = {m: ModelRules(max_wait=max_wait) for m in MODELS}
+    h = exclusive(batch(min_resident=0.0, stop_time=0.0), rules)
+    load(h, "a", 1)
+    h.served(1)
+    steady_stream(h, "a", [0.5, 1.0, 1.5], 10)
+    h.now = 1.6
+    assert swaps(h.request(2, "b")) == []
+    assert h.scheduler.next_deadline() == pytest.approx(held_until)
+    assert swaps(h.tick(held_until - 0.01)) == []
+    swap = only_swap(h.tick(held_until))
     assert (swap.target, swap.evict) == ("b", frozenset({"a"}))
 
 

@@ -14,7 +14,6 @@ it then fails). We load the same configs, but say so:
 
 from __future__ import annotations
 
-import difflib
 import types
 import typing
 from typing import Any
@@ -74,8 +73,14 @@ def _map_of_models(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
+def _close_matches(key: str, shown: list[str]) -> list[str]:
+    import difflib  # noqa: PLC0415 - only for a config with an unknown key
+
+    return difflib.get_close_matches(key, shown, n=1, cutoff=_CUTOFF)
+
+
 def _unknown(key: str, where: str, shown: list[str]) -> ConfigProblem:
-    guess = difflib.get_close_matches(key, shown, n=1, cutoff=_CUTOFF)
+    guess = _close_matches(key, shown)
     hint = f'; did you mean "{guess[0]}"?' if guess else ""
     return ConfigProblem(where, f'unknown key "{key}" (ignored{hint})')
 
@@ -118,7 +123,7 @@ def unknown_keys(tree: dict[Any, Any]) -> list[ConfigProblem]:
         key = str(raw_key)
         if key in accepted:
             found += _walk_value(value, accepted[key], key)
-        elif difflib.get_close_matches(key, shown, n=1, cutoff=_CUTOFF):
+        elif _close_matches(key, shown):
             found.append(_unknown(key, key, shown))
     return found
 

@@ -6,10 +6,14 @@ In memory by default (`:memory:`), kept to the newest `metricsMaxInMemory` rows.
 the operator deletes rows or the file.
 
 Where the work runs: in memory, a row is given its id at once and queued; queued rows are
-written in one transaction (then pruned) every `BATCH_ROWS` rows and before every read, so a
-reader never misses a row. Row by row, insert plus prune cost ≈70 µs per request under load
-(≈12% of the proxy's time at 1.7k req/s); batched, a few µs. It runs inline on the event
-loop, after the response's last byte was sent. A file insert measured ≈90 µs and a WAL
+written in one transaction (then pruned) before every read, so a reader never misses a row.
+With nobody reading, nothing is written: the queue keeps only the rows the next prune would
+keep (the newest `metricsMaxInMemory`, trimmed every `BATCH_ROWS` rows past that), so its
+size is bounded and the rows a reader sees are the same. Row by row, insert plus prune cost
+≈70 µs per request under load (≈12% of the proxy's time at 1.7k req/s); batched every 64
+rows, ≈2% of it; queued until read, a list append. With `metricsMaxInMemory: 0` (no
+pruning) the queue is written every `BATCH_ROWS` rows. It runs inline on the event loop,
+after the response's last byte was sent. A file insert measured ≈90 µs and a WAL
 checkpoint fsyncs, so a file store writes each row at once on one worker thread of its own;
 the `*_async` methods pick the right place. The sync methods are the same work, for tests
 and for callers outside the loop.
@@ -274,20 +278,29 @@ class ActivityStore:
         self.retry_after = retry_after
         self._clock = clock
         self._lock = threading.Lock()
-        self._db = open_database(self.path)
+        # A file is opened (and checked) now; memory is opened by the first write or read, so
+        # a server whose activity nobody reads never builds a database.
+        self._conn: sqlite3.Connection | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._next_id = 1  # in memory: the next row's id (ids start at 1 in a new database)
         if self.path is not None:
+            (last,) = self._db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'activity'"
+            ).fetchone()
+            self._next_id = int(last) + 1
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="llamaswap-activity")
         self._closed = False
-        # In memory: rows waiting to be written (see the module docstring), and the next id.
+        # In memory: rows waiting to be written (see the module docstring).
         self._pending: list[tuple[Any, ...]] = []
-        (last,) = self._db.execute(
-            "SELECT COALESCE(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'activity'"
-        ).fetchone()
-        self._next_id = int(last) + 1
         # When the last write failed (None while recording), and the rows lost since.
         self._failed_at: float | None = None
         self._dropped = 0
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = open_database(self.path)
+        return self._conn
 
     @property
     def in_memory(self) -> bool:
@@ -316,8 +329,13 @@ class ActivityStore:
                 new_id = self._next_id
                 self._next_id += 1
                 self._pending.append((new_id, *row))
-                if len(self._pending) >= BATCH_ROWS and not self._flush():
-                    return entry
+                if self.max_rows <= 0:  # no pruning: the history is written in batches
+                    if len(self._pending) >= BATCH_ROWS and not self._flush():
+                        return entry
+                elif len(self._pending) >= self.max_rows + BATCH_ROWS:
+                    # Only the newest max_rows can outlive the prune of the next write, so
+                    # the older ones are dropped unwritten: the same rows remain.
+                    del self._pending[: -self.max_rows]
                 return replace(entry, id=new_id)
             try:
                 new_id = int(self._db.execute(_INSERT_FILE, row).lastrowid or 0)
@@ -442,9 +460,11 @@ class ActivityStore:
         if self._executor is not None:
             self._executor.shutdown(wait=True)
         with self._lock:
+            if self._conn is None:
+                return  # memory never read: nothing to write or close
             self._flush()
             try:
-                self._db.close()
+                self._conn.close()
             except sqlite3.Error as exc:
                 log.warning("activity store %s: closing: %s", self.label, describe(exc))
 

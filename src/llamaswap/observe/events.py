@@ -153,6 +153,9 @@ class Subscription(Feed[Event]):
         super().__init__(maxsize, on_close=lambda: bus._unsubscribe(self))
         self._kinds = kinds
 
+    def wants(self, kind: str) -> bool:
+        return self._kinds is None or kind in self._kinds
+
     def offer(self, item: Event) -> bool:
         """Queue the event if its kind is wanted; False when it was dropped."""
         if self._kinds is not None and item.kind not in self._kinds:
@@ -188,6 +191,11 @@ class EventBus:
     def subscriber_count(self) -> int:
         """How many subscriptions are currently open."""
         return len(self._subscribers)
+
+    def wanted(self, kind: str) -> bool:
+        """Whether an event of `kind` published now would be kept or reach a subscriber: a
+        publisher whose payload costs something to build may skip an unwanted one."""
+        return kind in self._history or any(sub.wants(kind) for sub in self._subscribers)
 
     def publish(self, kind: str, data: Any) -> Event:
         """Stamp and hand an event to every subscriber without waiting; returns the event.

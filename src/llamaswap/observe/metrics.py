@@ -11,25 +11,34 @@ bound `Metrics` makes the hooks no-ops.
 
 Gauges that describe the present (queue depth, leases, process states) are read from a
 `Snapshot` at scrape time instead of being kept up to date by hooks: they cannot drift.
+
+Counters and histograms are plain numbers in dicts (`_Series`): an observation on the request
+path is a dict lookup and an add, with no lock (everything runs on the event loop) and no
+prometheus-client call. prometheus-client is imported on the first scrape, which turns the
+numbers into the same series, names and `_created` samples its own `Counter` and `Histogram`
+would have produced; a server that is never scraped never loads it.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextvars
+import math
+import os
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Protocol, cast
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.metrics import MetricWrapperBase
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client.core import GaugeMetricFamily, Metric
+    from prometheus_client.registry import CollectorRegistry
 
 __all__ = [
     "CONTENT_TYPE",
     "PROCESS_STATES",
+    "Collector",
     "Metrics",
     "RequestCell",
     "Snapshot",
@@ -81,11 +90,92 @@ def current_request() -> contextvars.ContextVar[RequestCell | None]:
     return _current
 
 
-class _PresentCollector(Collector):
+class Collector(Protocol):
+    """What `/metrics` asks for families at scrape time (prometheus-client's collector shape)."""
+
+    def collect(self) -> Iterable[Metric]: ...
+
+
+def _created_series() -> bool:
+    # The switch prometheus-client itself reads for its `_created` samples.
+    flag = os.environ.get("PROMETHEUS_DISABLE_CREATED_SERIES", "False")
+    return flag.lower() not in ("true", "1", "t")
+
+
+@dataclass
+class _Cell:
+    """One series: a counter's total, or a histogram's per-bucket counts, sum and count."""
+
+    created: float
+    value: float = 0.0
+    buckets: list[int] = field(default_factory=list)
+
+
+class _Series:
+    """A counter (`bounds` empty) or a histogram by label values, as plain numbers."""
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labels: tuple[str, ...] = (),
+        bounds: tuple[float, ...] = (),
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labels = labels
+        self.bounds = (*bounds, math.inf) if bounds else ()
+        self.cells: dict[tuple[str, ...], _Cell] = {}
+        if not labels:  # an unlabelled series exists from the start, as prometheus-client's
+            self._cell(())
+
+    def _cell(self, values: tuple[str, ...]) -> _Cell:
+        cell = self.cells.get(values)
+        if cell is None:
+            cell = self.cells[values] = _Cell(time.time(), buckets=[0] * len(self.bounds))
+        return cell
+
+    def inc(self, values: tuple[str, ...], amount: float = 1.0) -> None:
+        self._cell(values).value += amount
+
+    def observe(self, values: tuple[str, ...], amount: float) -> None:
+        cell = self._cell(values)
+        cell.value += amount
+        cell.buckets[bisect.bisect_left(self.bounds, amount)] += 1
+
+    def family(self, created: bool) -> Metric:
+        """The series as prometheus-client would render its own Counter or Histogram."""
+        from prometheus_client.core import Metric  # noqa: PLC0415 - only when scraped
+        from prometheus_client.utils import floatToGoString  # noqa: PLC0415
+
+        le_text = cast("Callable[[float], str]", floatToGoString)  # untyped upstream
+
+        kind = "histogram" if self.bounds else "counter"
+        family = Metric(self.name, self.documentation, kind)
+        for values, cell in list(self.cells.items()):
+            labels = dict(zip(self.labels, values, strict=True))
+            if not self.bounds:
+                family.add_sample(f"{self.name}_total", labels, cell.value)
+            else:
+                total = 0.0
+                for bound, count in zip(self.bounds, cell.buckets, strict=True):
+                    total += count
+                    le = {**labels, "le": le_text(bound)}
+                    family.add_sample(f"{self.name}_bucket", le, total)
+                family.add_sample(f"{self.name}_count", labels, total)
+                family.add_sample(f"{self.name}_sum", labels, cell.value)
+            if created:
+                family.add_sample(f"{self.name}_created", labels, cell.created)
+        return family
+
+
+class _PresentCollector:
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
 
     def collect(self) -> Iterable[Metric]:
+        from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 - only when scraped
+
         snap = self._snapshot()
         depth = GaugeMetricFamily(
             "llamaswap_queue_depth", "Requests waiting for a model (queued or starting)."
@@ -121,137 +211,142 @@ class _PresentCollector(Collector):
 
 
 def _per_model(name: str, documentation: str, values: Mapping[str, float]) -> GaugeMetricFamily:
+    from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415 - only when scraped
+
     gauge = GaugeMetricFamily(name, documentation, labels=["model"])
     for model, value in sorted(values.items()):
         gauge.add_metric([model], value)
     return gauge
 
 
+class _Accumulated:
+    """The counters and histograms of one `Metrics`, in registration order."""
+
+    def __init__(self, series: list[_Series]) -> None:
+        self._series = series
+
+    def collect(self) -> Iterable[Metric]:
+        created = _created_series()
+        return [s.family(created) for s in self._series]
+
+
 class Metrics:
-    """The collectors of one app, in their own registry."""
+    """The series of one app; rendered through a registry of its own (never the global one)."""
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
-        reg = self.registry
-        self.requests = Counter(
+        self.requests = _Series(
             "llamaswap_requests",
             "HTTP requests served, by model, route and status.",
-            ["model", "route", "status"],
-            registry=reg,
+            ("model", "route", "status"),
         )
-        self.request_duration = Histogram(
+        self.request_duration = _Series(
             "llamaswap_request_duration_seconds",
             "Time from request arrival to the last byte of the response.",
-            ["model", "route"],
-            buckets=REQUEST_BUCKETS,
-            registry=reg,
+            ("model", "route"),
+            REQUEST_BUCKETS,
         )
-        self.ttfb = Histogram(
+        self.ttfb = _Series(
             "llamaswap_time_to_first_byte_seconds",
             "Time from request arrival until the response headers were sent.",
-            ["model"],
-            buckets=REQUEST_BUCKETS,
-            registry=reg,
+            ("model",),
+            REQUEST_BUCKETS,
         )
-        self.swaps = Counter(
+        self.swaps = _Series(
             "llamaswap_swaps",
             "Model swaps (evict, then start the target), by target and outcome (ok/error).",
-            ["target", "outcome"],
-            registry=reg,
+            ("target", "outcome"),
         )
-        self.swap_duration = Histogram(
+        self.swap_duration = _Series(
             "llamaswap_swap_duration_seconds",
             "Time a swap took, evictions plus start.",
-            buckets=SWAP_BUCKETS,
-            registry=reg,
+            bounds=SWAP_BUCKETS,
         )
-        self.evictions = Counter(
+        self.evictions = _Series(
             "llamaswap_evictions",
             "Models stopped, by reason (evict, ttl, unload).",
-            ["model", "reason"],
-            registry=reg,
+            ("model", "reason"),
         )
-        self.queue_wait = Histogram(
+        self.queue_wait = _Series(
             "llamaswap_queue_wait_seconds",
             "Time a request waited for its lease (queue and model start).",
-            buckets=REQUEST_BUCKETS,
-            registry=reg,
+            bounds=REQUEST_BUCKETS,
         )
-        self.start_failures = Counter(
-            "llamaswap_start_failures",
-            "Swaps whose target failed to start.",
-            ["model"],
-            registry=reg,
+        self.start_failures = _Series(
+            "llamaswap_start_failures", "Swaps whose target failed to start.", ("model",)
         )
-        self.tokens = Counter(
+        self.tokens = _Series(
             "llamaswap_tokens",
             "Tokens of recorded requests, by model and direction (in = prompt, out = generated).",
-            ["model", "direction"],
-            registry=reg,
+            ("model", "direction"),
         )
-        reg.register(_PresentCollector(snapshot))
-        # Per-request series, looked up once per label set (see `_Children`).
-        self._requests = _Children(self.requests)
-        self._request_duration = _Children(self.request_duration)
-        self._ttfb = _Children(self.ttfb)
-        self._tokens = _Children(self.tokens)
+        series = [
+            self.requests,
+            self.request_duration,
+            self.ttfb,
+            self.swaps,
+            self.swap_duration,
+            self.evictions,
+            self.queue_wait,
+            self.start_failures,
+            self.tokens,
+        ]
+        self._collectors: list[Collector] = [_Accumulated(series), _PresentCollector(snapshot)]
+        self._registry: CollectorRegistry | None = None
+
+    def add_collector(self, collector: Collector) -> None:
+        """Render `collector`'s families after this app's own (host gauges, for one)."""
+        self._collectors.append(collector)
+        self._registry = None
+
+    def remove_collector(self, collector: Collector) -> None:
+        if collector in self._collectors:
+            self._collectors.remove(collector)
+            self._registry = None
 
     def render(self) -> bytes:
-        """The registry in the Prometheus text format."""
-        return generate_latest(self.registry)
+        """Every series in the Prometheus text format."""
+        from prometheus_client import CollectorRegistry, generate_latest  # noqa: PLC0415
+
+        if self._registry is None:
+            registry = CollectorRegistry(auto_describe=False)
+            for collector in self._collectors:
+                registry.register(collector)
+            self._registry = registry
+        return generate_latest(self._registry)
 
     # ---- facts ------------------------------------------------------------------------------
 
     def record_swap(
         self, target: str, evicted: Iterable[str], error: str | None, seconds: float
     ) -> None:
-        self.swaps.labels(target, "error" if error else "ok").inc()
-        self.swap_duration.observe(seconds)
+        self.swaps.inc((target, "error" if error else "ok"))
+        self.swap_duration.observe((), seconds)
         for model in sorted(evicted):
-            self.evictions.labels(model, "evict").inc()
+            self.evictions.inc((model, "evict"))
         if error:
-            self.start_failures.labels(target).inc()
+            self.start_failures.inc((target,))
 
     def record_stop(self, model: str, reason: str) -> None:
-        self.evictions.labels(model, reason).inc()
+        self.evictions.inc((model, reason))
 
     def record_grant(self, model: str, waited: float) -> None:
-        self.queue_wait.observe(max(0.0, waited))
+        self.queue_wait.observe((), max(0.0, waited))
         cell = _current.get()
         if cell is not None:
             cell.model = model
 
     def record_tokens(self, model: str, input_tokens: int, output_tokens: int) -> None:
         # Negative counts mean "unknown" in activity rows; a counter only ever grows.
-        self._tokens(model, "in").inc(max(0, input_tokens))
-        self._tokens(model, "out").inc(max(0, output_tokens))
+        self.tokens.inc((model, "in"), max(0, input_tokens))
+        self.tokens.inc((model, "out"), max(0, output_tokens))
 
     def record_request(self, cell: RequestCell, route: str, status: int) -> None:
         now = time.monotonic()
-        self._requests(cell.model, route, str(status)).inc()
-        self._request_duration(cell.model, route).observe(now - cell.started)
+        self.requests.inc((cell.model, route, str(status)))
+        self.request_duration.observe((cell.model, route), now - cell.started)
         if cell.model:
             first = cell.first_byte if cell.first_byte is not None else now
-            self._ttfb(cell.model).observe(first - cell.started)
-
-
-M = TypeVar("M", bound=MetricWrapperBase)
-
-
-class _Children(Generic[M]):
-    """`metric.labels(*values)`, remembered per label set: prometheus_client takes a lock and
-    builds a key on every `labels()` call, which showed in the request path's profile. The
-    label sets are the series the metric keeps anyway, so this adds no cardinality."""
-
-    def __init__(self, metric: M) -> None:
-        self._metric = metric
-        self._children: dict[tuple[str, ...], M] = {}
-
-    def __call__(self, *values: str) -> M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child
+            self.ttfb.observe((cell.model,), first - cell.started)
 
 
 # ---- router hooks (keyed by the router's EventBus) -----------------------------------------

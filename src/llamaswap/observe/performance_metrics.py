@@ -1,6 +1,6 @@
 """Host gauges for `/metrics` (spec §6.3), read from the latest performance sample only.
 
-The collector is registered in the app's own registry next to the request metrics; it
+The collector is added to the app's `Metrics` next to the request metrics; it
 reads the monitor at scrape time, so nothing is copied per sample. No sample (sampling
 disabled, or none taken yet) means no host metrics at all; the request metrics stay.
 """
@@ -8,12 +8,13 @@ disabled, or none taken yet) means no host metrics at all; the request metrics s
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
-from llamaswap.observe.gpu import GpuReading
-from llamaswap.observe.performance import Sample
+    from llamaswap.observe.gpu import GpuReading
+    from llamaswap.observe.performance import Sample
 
 __all__ = ["HostCollector"]
 
@@ -39,7 +40,7 @@ _GPU_GAUGES: tuple[tuple[str, str, Callable[[GpuReading], float | None]], ...] =
 )
 
 
-class HostCollector(Collector):
+class HostCollector:
     """Host CPU, memory, swap, load, network and GPU metrics of `latest()`."""
 
     def __init__(self, latest: Callable[[], Sample | None]) -> None:
@@ -50,6 +51,12 @@ class HostCollector(Collector):
         return []
 
     def collect(self) -> Iterable[Metric]:
+        # prometheus-client is loaded by the first scrape, not by serving (see `metrics`).
+        from prometheus_client.core import (  # noqa: PLC0415
+            CounterMetricFamily,
+            GaugeMetricFamily,
+        )
+
         sample = self._latest()
         if sample is None:
             return []

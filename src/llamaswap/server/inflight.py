@@ -80,12 +80,17 @@ class InflightTracker:
             task=asyncio.current_task(),
         )
         self._requests[entry.id] = entry
-        bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
+        # Building the row costs more than the rest of the bookkeeping; with no `inflight`
+        # listener (no UI open) it is skipped. A listener that subscribes later starts from
+        # `snapshot()`, so it misses nothing.
+        if bus.wanted("inflight"):
+            bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
         try:
             yield entry
         finally:
             del self._requests[entry.id]
-            bus.publish("inflight", {"operation": "remove", "id": entry.id})
+            if bus.wanted("inflight"):
+                bus.publish("inflight", {"operation": "remove", "id": entry.id})
 
     def cancel(self, request_id: str) -> None:
         entry = self._requests.get(request_id)

@@ -40,18 +40,19 @@ class Arrivals:
         stream.gap = gap if stream.gap is None else stream.gap + self._weight * (gap - stream.gap)
         stream.last = now
 
-    def expected_until(self, model: str, max_gap: float) -> float | None:
-        """Until when another request for `model` is expected; None when there is nothing to
-        go by, or when its requests come further apart than `max_gap` on average (the
-        caller passes the model's load time: a model asked for less often than it takes to
-        load is not worth holding while others wait, e.g. one person switching models)."""
+    def expected_until(self, model: str, max_gap: float, hold: float = 0.0) -> float | None:
+        """Until when another request for `model` is expected: `patience` average gaps after
+        its last one, and at least `hold` seconds. None when there is nothing to go by, or
+        when its requests come further apart than `max_gap` on average (the caller passes
+        the model's load time: a model asked for less often than it takes to load is not
+        worth holding while others wait, e.g. one person switching models)."""
         stream = self._streams.get(model)
         if stream is None or stream.gap is None or self._patience <= 0:
             return None
         if stream.gap > max_gap:
             return None
-        return stream.last + self._patience * stream.gap
+        return stream.last + max(self._patience * stream.gap, hold)
 
-    def expects_more(self, model: str, now: float, max_gap: float) -> bool:
-        until = self.expected_until(model, max_gap)
+    def expects_more(self, model: str, now: float, max_gap: float, hold: float = 0.0) -> bool:
+        until = self.expected_until(model, max_gap, hold)
         return until is not None and now < until

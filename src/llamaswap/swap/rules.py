@@ -86,6 +86,9 @@ class SchedulerSettings:
     # Batch: more requests are expected for a model for this many of its average gaps
     # between arrivals after its last one (0: never; see `swap.arrivals`).
     patience: float = 6.0
+    # Batch: and at least this fraction of the waiting request's `max_wait` after its last
+    # one, so a larger `max_wait` trades waits for fewer swaps (see `swap.arrivals`).
+    stream_hold: float = 0.25
     default_load_time: float = 5.0
     # Batch: seconds a stop is expected to take, when counting deadlines ahead.
     stop_time: float = 0.2

@@ -77,6 +77,7 @@ from llamaswap.swap.rules import Admission, ModelRules, Policy, SchedulerSetting
 __all__ = ["DEFAULT_WAKE_TIME_S", "BackoffState", "ModelRules", "Phase", "Scheduler"]
 
 DEFAULT_WAKE_TIME_S = 1.0  # a guess of a wake's duration until one was seen
+MAX_HOLD_BASIS_S = 120.0  # a `max_wait` longer than this holds a stream as long as this one
 
 
 @dataclass(frozen=True)
@@ -250,10 +251,12 @@ class Scheduler:
                 if ready + self._settings.min_resident > self._now
             ]
             # A running model stops being expected to get more requests: others may go.
+            hold = self._stream_hold(min(self._rules[w.model].max_wait for w in self._queue))
             later += [
                 until
                 for m in self._running()
-                if (until := self._arrivals.expected_until(m, self._comeback_time(m))) is not None
+                if (until := self._arrivals.expected_until(m, self._comeback_time(m), hold))
+                is not None
                 and until > self._now
             ]
             deadlines.append(min(later, default=float("inf")))
@@ -741,6 +744,12 @@ class Scheduler:
             return self._wake_times.seconds(model, DEFAULT_WAKE_TIME_S)
         return self._load_times.seconds(model, self._settings.default_load_time)
 
+    def _stream_hold(self, max_wait: float) -> float:
+        """How long after its last request a streaming model is kept for a request with this
+        `max_wait`: a fraction of it, and finite when `max_wait` is not (a hold without end
+        would starve the other models while the stream lasts)."""
+        return self._settings.stream_hold * min(max_wait, MAX_HOLD_BASIS_S)
+
     def _may_evict(self, evict: frozenset[str], waiting: Waiting, now: float) -> bool:
         """Batch: a model in use keeps running while requests wait for it or keep arriving
         for it (`swap.arrivals`), unless the request's model is due (`swap.deadlines`); and
@@ -754,7 +763,10 @@ class Scheduler:
                 return False
             if overdue:
                 continue
-            if waiting_here or self._arrivals.expects_more(model, now, self._comeback_time(model)):
+            hold = self._stream_hold(self._rules[waiting.model].max_wait)
+            if waiting_here or self._arrivals.expects_more(
+                model, now, self._comeback_time(model), hold
+            ):
                 return False
         return True
 

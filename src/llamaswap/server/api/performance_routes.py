@@ -1,7 +1,7 @@
 """`/api/performance` and `/api/hardware` (spec §5.1), and the lifetimes behind them.
 
 `add_routes(app)` ties the state's `PerformanceMonitor` to the app (sampling from startup
-to cleanup) and, when the app has the observation routes' Prometheus registry, adds the
+to cleanup) and, when the app has the observation routes' `Metrics`, adds the
 host gauges to `/metrics` for the same span. Registering at startup rather than here keeps
 the order of `add_routes` calls in `build_app` free.
 """
@@ -49,15 +49,15 @@ async def hardware(request: web.Request) -> web.Response:
 async def _lifetime(app: web.Application) -> AsyncIterator[None]:
     monitor = app[STATE].performance
     collector = HostCollector(monitor.latest)
-    registry = app[METRICS].registry if METRICS in app else None
-    if registry is not None:
-        registry.register(collector)
+    sink = app.get(METRICS)
+    if sink is not None:
+        sink.add_collector(collector)
     try:
         async with monitor:
             yield
     finally:
-        if registry is not None:
-            registry.unregister(collector)
+        if sink is not None:
+            sink.remove_collector(collector)
 
 
 def add_routes(app: web.Application) -> None:

@@ -5,10 +5,13 @@ Which requests: POSTs to a model route (body routes and versionless routes), and
 
 How, without slowing the stream: the forwarder hands every chunk to the `Recorder` *after*
 writing it to the client; the recorder only appends it to a bounded copy (the last
-`COPY_LIMIT` bytes: usage data is at the end of a stream). Everything else happens in a task
-started once the exchange is over (the handler does not wait for it): parsing (on a worker
-thread for large bodies), the store insert (see `observe.activity` for where), the capture,
-the `activity` event and the token counters.
+`COPY_LIMIT` bytes: usage data is at the end of a stream). Everything else happens once the
+exchange is over, after the handler returned: parsing, the store insert (see
+`observe.activity` for where), the capture, the `activity` event and the token counters.
+The exchanges that end in one pass of the event loop are recorded together by one callback
+on its next pass; the common case (a small copy, the in-memory store) awaits nothing there,
+so a request costs no task of its own. A large copy (parsed on a worker thread) or a file
+store (written on its own thread) is finished in a task.
 Upstream `Accept-Encoding` is reduced to gzip/deflate so that the copy can be decoded.
 
 A request whose client hung up before the whole answer was written (it disconnected, or its
@@ -29,6 +32,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -67,8 +71,12 @@ CLIENT_CLOSED_MESSAGE = "client closed the request before the answer ended"
 # Bodies above this are parsed on a worker thread, not on the event loop.
 THREAD_PARSE_BYTES = 64 * 1024
 _METADATA_KEY: web.RequestKey[dict[str, str]] = web.RequestKey("llamaswap_metadata")
-# Finishing a cancelled request's row happens in a task; these keep the tasks referenced.
+# Rows finished in a task (cancelled requests, large copies, a file store): kept referenced.
 _finishing: set[asyncio.Task[None]] = set()
+# Exchanges that ended in this pass of each loop, recorded together on the next (`_drain`).
+_pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Recorder]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def request_metadata(request: web.Request) -> dict[str, str]:
@@ -119,6 +127,7 @@ class Recorder:
         self.truncated = False
         self.error: tuple[int, str] | None = None
         self.left: str | None = None  # why the client is gone before the end, if it is
+        self._final_status = 200  # the row's status, set when the row is built
 
     # ---- ResponseTap ------------------------------------------------------------------------
 
@@ -169,13 +178,34 @@ class Recorder:
     async def finish(self) -> None:
         """Parse, store, capture and announce the row. Never raises."""
         try:
-            await self._finish()
+            wall_ms = self._wall_ms()
+            parse, size = self._parser(wall_ms)
+            parsed = await asyncio.to_thread(parse) if size > THREAD_PARSE_BYTES else parse()
+            entry = await self.state.activity.insert_async(self._entry(parsed, wall_ms))
+            self._announce(entry, parsed)
         except Exception:
             log.exception("could not record %s %s", self.request.method, self.request.path)
 
-    async def _finish(self) -> None:
-        wall_ms = int((time.monotonic() - self.started) * 1000)
-        parsed = await self._parse(wall_ms)
+    def finishes_inline(self) -> bool:
+        """Whether `finish_inline` may do the whole work here: a copy small enough to parse
+        on the loop and a store that inserts without a thread (in memory)."""
+        return self._copied <= THREAD_PARSE_BYTES and self.state.activity.in_memory
+
+    def finish_inline(self) -> None:
+        """`finish` without awaiting anything (see `finishes_inline`). Never raises."""
+        try:
+            wall_ms = self._wall_ms()
+            parsed = self._parser(wall_ms)[0]()
+            entry = self.state.activity.insert(self._entry(parsed, wall_ms))
+            self._announce(entry, parsed)
+        except Exception:
+            log.exception("could not record %s %s", self.request.method, self.request.path)
+
+    def _wall_ms(self) -> int:
+        return int((time.monotonic() - self.started) * 1000)
+
+    def _entry(self, parsed: ParsedResponse, wall_ms: int) -> ActivityEntry:
+        """The row, with the outcome our own errors and a departed client impose."""
         status = self.status if self.status is not None else 200
         if self.error is not None:
             status, message = self.error
@@ -184,8 +214,8 @@ class Recorder:
             # Keep the tokens of the part that was sent; the upstream's status is moot.
             status = CLIENT_CLOSED
             parsed = dataclasses.replace(parsed, error_msg=self.left)
-        state = self.state
-        entry = ActivityEntry(
+        self._final_status = status
+        return ActivityEntry(
             timestamp=time.time(),
             model=self.model,
             req_path=self.request.path,
@@ -196,9 +226,12 @@ class Recorder:
             error_msg=parsed.error_msg,
             metadata=dict(request_metadata(self.request)),
         )
-        entry = await state.activity.insert_async(entry)
+
+    def _announce(self, entry: ActivityEntry, parsed: ParsedResponse) -> None:
+        """Token counters, the capture and the `activity` event of a stored row."""
+        state = self.state
         bus = state.router.events
-        tokens = parsed.tokens
+        tokens = entry.tokens
         metrics.tokens_recorded(bus, self.model, tokens.input_tokens, tokens.output_tokens)
         if entry.id == 0:
             return  # recording is paused (the store said so once, as a WARNING)
@@ -210,20 +243,21 @@ class Recorder:
                 Capture.build(
                     entry.id,
                     self.request.path,
-                    capture_fields(self.route, status),
+                    capture_fields(self.route, self._final_status),
                     req_headers=self.req_headers,
                     req_body=self.req_body,
                     resp_headers=resp_headers,
-                    resp_body=parsed.body,
+                    resp_body=parsed.body if self.error is None else b"",
                 )
             )
         bus.publish("activity", {"id": entry.id})
 
-    async def _parse(self, wall_ms: int) -> ParsedResponse:
+    def _parser(self, wall_ms: int) -> tuple[Callable[[], ParsedResponse], int]:
+        """The parse of the copy (to run here or on a thread) and the size of the copy."""
         content_type = self.resp_headers.get("Content-Type", "")
         encoding = self.resp_headers.get("Content-Encoding", "")
         if self.truncated and (encoding or "text/event-stream" not in content_type.lower()):
-            return ParsedResponse(TokenMetrics(), wall_ms, "", b"")
+            return (lambda: ParsedResponse(TokenMetrics(), wall_ms, "", b"")), 0
         body = b"".join(self._copy)
         self._copy.clear()
 
@@ -237,9 +271,7 @@ class Recorder:
                 wall_ms=wall_ms,
             )
 
-        if len(body) > THREAD_PARSE_BYTES:
-            return await asyncio.to_thread(run)
-        return run()
+        return run, len(body)
 
 
 Call = Callable[["Recorder | None"], Awaitable[web.StreamResponse]]
@@ -285,7 +317,7 @@ async def record_exchange(
     recorder.settle(response)
     # After the handler returns: the client's keep-alive connection is free for its next
     # request while the row is parsed and stored.
-    _finish_later(recorder)
+    _finish_soon(recorder)
     return response
 
 
@@ -293,3 +325,25 @@ def _finish_later(recorder: Recorder) -> None:
     task = asyncio.get_running_loop().create_task(recorder.finish())
     _finishing.add(task)
     task.add_done_callback(_finishing.discard)
+
+
+def _finish_soon(recorder: Recorder) -> None:
+    """Queue a finished exchange for the loop's next pass, where every exchange that ended
+    in this pass is recorded by one callback (`_drain`) rather than a task each."""
+    loop = asyncio.get_running_loop()
+    pending = _pending.get(loop)
+    if pending is None:
+        pending = _pending[loop] = []
+    if not pending:
+        loop.call_soon(_drain, pending)
+    pending.append(recorder)
+
+
+def _drain(pending: list[Recorder]) -> None:
+    batch = pending[:]
+    pending.clear()
+    for recorder in batch:
+        if recorder.finishes_inline():
+            recorder.finish_inline()
+        else:  # a large copy (parsed on a thread) or a file store (its own thread)
+            _finish_later(recorder)

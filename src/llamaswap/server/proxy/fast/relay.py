@@ -24,6 +24,7 @@ from yarl import URL
 from llamaswap.errors import RequestError
 from llamaswap.observe import metrics
 from llamaswap.router import Lease
+from llamaswap.server.access_log import emit as emit_access
 from llamaswap.server.access_log import format_duration
 from llamaswap.server.inflight import client_ip
 from llamaswap.server.proxy.fast.plan import Plan
@@ -234,8 +235,8 @@ def _log_access(request: FastRequest, status: int, size: int, seconds: float) ->
         return
     ip = client_ip(request.as_web_request())
     agent = request.headers.get("User-Agent", "")
-    access_log.info(
-        "%s",
+    line = (
         f'Request {ip} "{request.method} {request.raw_path} HTTP/1.1" '
-        f'{status} {size} "{agent}" {format_duration(seconds)}',
+        f'{status} {size} "{agent}" {format_duration(seconds)}'
     )
+    emit_access(access_log, logging.INFO, line)
