@@ -471,7 +471,7 @@ class Router:
     def _leases_changed(self) -> None:
         """A model's in-flight count changed. Only `/api/events` clients read it (from the
         router, when told): with none connected there is no one to tell."""
-        if self.events.subscriber_count:
+        if self.events.wanted("leases"):
             self.events.publish("leases", None)
 
     def _reject(self, reject: Reject) -> None:

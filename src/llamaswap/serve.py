@@ -119,11 +119,9 @@ def report_findings(config: Config) -> None:
         log.error("config: %s", problem)
     for problem in config.warnings:
         log.warning("config: %s", problem)
-    if config.cluster is not None:
-        log.info("config: `cluster:` is read by `llamaswap cluster` only; one machine ignores it")
 
 
-def put_interpreter_on_path() -> None:
+def _put_interpreter_on_path() -> None:
     """Make `python3` in a model's cmd mean the interpreter llamaswap runs in (a venv's)."""
     bindir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "")
@@ -312,7 +310,7 @@ def _config_stamp(options: ServeOptions) -> tuple[tuple[str, float, int], ...]:
 
 
 async def serve_forever(options: ServeOptions) -> None:
-    put_interpreter_on_path()
+    _put_interpreter_on_path()
     server = Server(options)
     await server.start(server.load())
     loop = asyncio.get_running_loop()

@@ -13,7 +13,6 @@ import itertools
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -25,16 +24,44 @@ from llamaswap.server.auth import redact_headers
 CANCELLED_BY_OPERATOR = "request cancelled from /api/inflight"
 
 
-@dataclass
 class InflightRequest:
-    id: str
-    model: str
-    method: str
-    req_path: str
-    remote_ip: str
-    req_headers: dict[str, str]
-    started: float = field(default_factory=time.time)
-    task: asyncio.Task[Any] | None = field(default=None, repr=False)
+    """One request being served. What only a viewer needs (its client's address, its
+    redacted headers) is worked out when first asked for, not on the request path."""
+
+    __slots__ = ("_remote_ip", "_req_headers", "_request", "id", "model", "started", "task")
+
+    def __init__(
+        self, id: str, model: str, request: web.Request, task: asyncio.Task[Any] | None
+    ) -> None:
+        self.id = id
+        self.model = model
+        self._request = request  # read only while the request is in flight
+        self.started = time.time()
+        self.task = task
+        self._remote_ip: str | None = None
+        self._req_headers: dict[str, str] | None = None
+
+    @property
+    def method(self) -> str:
+        return self._request.method
+
+    @property
+    def req_path(self) -> str:
+        return self._request.path
+
+    @property
+    def remote_ip(self) -> str:
+        if self._remote_ip is None:
+            self._remote_ip = client_ip(self._request)
+        return self._remote_ip
+
+    @property
+    def req_headers(self) -> dict[str, str]:
+        if self._req_headers is None:
+            # str(): aiohttp's header names are `istr`, which JSON encoders refuse as keys.
+            redacted = redact_headers(self._request.headers)
+            self._req_headers = {str(k): v for k, v in redacted.items()}
+        return self._req_headers
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -69,16 +96,7 @@ class InflightTracker:
 
     @contextmanager
     def track(self, request: web.Request, model: str, bus: EventBus) -> Iterator[InflightRequest]:
-        entry = InflightRequest(
-            id=str(next(self._ids)),
-            model=model,
-            method=request.method,
-            req_path=request.path,
-            remote_ip=client_ip(request),
-            # str(): aiohttp's header names are `istr`, which JSON encoders refuse as keys.
-            req_headers={str(k): v for k, v in redact_headers(request.headers).items()},
-            task=asyncio.current_task(),
-        )
+        entry = InflightRequest(str(next(self._ids)), model, request, asyncio.current_task())
         self._requests[entry.id] = entry
         # Building the row costs more than the rest of the bookkeeping; with no `inflight`
         # listener (no UI open) it is skipped. A listener that subscribes later starts from
