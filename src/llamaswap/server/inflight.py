@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from aiohttp import web
@@ -94,24 +92,43 @@ class InflightTracker:
     def snapshot(self) -> list[dict[str, Any]]:
         return [r.as_json() for r in self._requests.values()]
 
-    @contextmanager
-    def track(self, request: web.Request, model: str, bus: EventBus) -> Iterator[InflightRequest]:
+    def track(self, request: web.Request, model: str, bus: EventBus) -> Tracking:
+        """Registers the request for the `with` block it is used in."""
         entry = InflightRequest(str(next(self._ids)), model, request, asyncio.current_task())
-        self._requests[entry.id] = entry
-        # Building the row costs more than the rest of the bookkeeping; with no `inflight`
-        # listener (no UI open) it is skipped. A listener that subscribes later starts from
-        # `snapshot()`, so it misses nothing.
-        if bus.wanted("inflight"):
-            bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
-        try:
-            yield entry
-        finally:
-            del self._requests[entry.id]
-            if bus.wanted("inflight"):
-                bus.publish("inflight", {"operation": "remove", "id": entry.id})
+        return Tracking(self._requests, entry, bus)
 
     def cancel(self, request_id: str) -> None:
         entry = self._requests.get(request_id)
         if entry is None or entry.task is None:
             raise ModelNotFound("inflight request not found")
         entry.task.cancel(CANCELLED_BY_OPERATOR)  # the reason its activity row shows
+
+
+class Tracking:
+    """One request's registration, as a context manager (a class: cheaper than a generator's
+    on a path taken once per request)."""
+
+    __slots__ = ("_bus", "_entry", "_requests")
+
+    def __init__(
+        self, requests: dict[str, InflightRequest], entry: InflightRequest, bus: EventBus
+    ) -> None:
+        self._requests = requests
+        self._entry = entry
+        self._bus = bus
+
+    def __enter__(self) -> InflightRequest:
+        entry = self._entry
+        self._requests[entry.id] = entry
+        # Building the row costs more than the rest of the bookkeeping; with no `inflight`
+        # listener (no UI open) it is skipped. A listener that subscribes later starts from
+        # `snapshot()`, so it misses nothing.
+        if self._bus.wanted("inflight"):
+            self._bus.publish("inflight", {"operation": "upsert", "request": entry.as_json()})
+        return entry
+
+    def __exit__(self, *exc_info: object) -> None:
+        entry = self._entry
+        del self._requests[entry.id]
+        if self._bus.wanted("inflight"):
+            self._bus.publish("inflight", {"operation": "remove", "id": entry.id})

@@ -169,7 +169,10 @@ class Scheduler:
         return self._lease_count[model]
 
     def queue_depth(self) -> int:
-        return len(self._queue) + sum(len(s.waiters) for s in self._swaps.values())
+        depth = len(self._queue)
+        if self._swaps:  # read after every event: no generator when no swap is planned
+            depth += sum(len(s.waiters) for s in self._swaps.values())
+        return depth
 
     def idle_since(self, model: str) -> float | None:
         """When `model`'s last lease ended (or it became ready), while it is running."""
