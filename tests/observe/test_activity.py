@@ -110,6 +110,17 @@ def test_in_memory_store_keeps_the_newest_max_rows() -> None:
     store.close()
 
 
+def test_insert_id_stores_the_row_and_shares_the_id_sequence_with_insert() -> None:
+    store = ActivityStore(max_rows=10)
+    assert store.insert_id(entry(inputs=7)) == 1
+    assert store.insert(entry(inputs=8)).id == 2
+    assert store.insert_id(entry(inputs=9)) == 3
+    page = store.page(ActivityQuery())
+    assert ids(page) == [3, 2, 1]
+    assert [row["tokens"]["input_tokens"] for row in page["data"]] == [9, 8, 7]
+    store.close()
+
+
 def test_unread_rows_stay_bounded_and_a_reader_sees_the_newest_max_rows() -> None:
     # Nothing reads: rows are queued, never written, and the queue keeps at most what the
     # next prune would keep (plus one batch) however many requests pass.

@@ -320,30 +320,36 @@ class ActivityStore:
     def insert(self, entry: ActivityEntry) -> ActivityEntry:
         """Store `entry`; returns it with its new id, or with id 0 when recording is paused.
         In memory, older rows are pruned."""
+        new_id = self.insert_id(entry)
+        return replace(entry, id=new_id) if new_id else entry
+
+    def insert_id(self, entry: ActivityEntry) -> int:
+        """`insert` returning only the new id (0 when recording is paused): for a caller
+        that needs no copy of the entry, which costs as much as the insert itself."""
         row = _row(entry)
         with self._lock:
             if self._failed_at is not None and self._clock() - self._failed_at < self.retry_after:
                 self._dropped += 1
-                return entry
+                return 0
             if self.in_memory:
                 new_id = self._next_id
                 self._next_id += 1
                 self._pending.append((new_id, *row))
                 if self.max_rows <= 0:  # no pruning: the history is written in batches
                     if len(self._pending) >= BATCH_ROWS and not self._flush():
-                        return entry
+                        return 0
                 elif len(self._pending) >= self.max_rows + BATCH_ROWS:
                     # Only the newest max_rows can outlive the prune of the next write, so
                     # the older ones are dropped unwritten: the same rows remain.
                     del self._pending[: -self.max_rows]
-                return replace(entry, id=new_id)
+                return new_id
             try:
                 new_id = int(self._db.execute(_INSERT_FILE, row).lastrowid or 0)
             except sqlite3.Error as exc:
                 self._write_failed(exc, 1)
-                return entry
+                return 0
             self._write_worked()
-        return replace(entry, id=new_id)
+        return new_id
 
     def _flush(self) -> bool:
         """Write the queued rows in one transaction, then prune (in memory). Hold the lock.

@@ -182,7 +182,7 @@ class Recorder:
             parse, size = self._parser(wall_ms)
             parsed = await asyncio.to_thread(parse) if size > THREAD_PARSE_BYTES else parse()
             entry = await self.state.activity.insert_async(self._entry(parsed, wall_ms))
-            self._announce(entry, parsed)
+            self._announce(entry.id, entry.tokens, parsed)
         except Exception:
             log.exception("could not record %s %s", self.request.method, self.request.path)
 
@@ -196,8 +196,8 @@ class Recorder:
         try:
             wall_ms = self._wall_ms()
             parsed = self._parser(wall_ms)[0]()
-            entry = self.state.activity.insert(self._entry(parsed, wall_ms))
-            self._announce(entry, parsed)
+            entry = self._entry(parsed, wall_ms)
+            self._announce(self.state.activity.insert_id(entry), entry.tokens, parsed)
         except Exception:
             log.exception("could not record %s %s", self.request.method, self.request.path)
 
@@ -227,13 +227,13 @@ class Recorder:
             metadata=dict(request_metadata(self.request)),
         )
 
-    def _announce(self, entry: ActivityEntry, parsed: ParsedResponse) -> None:
-        """Token counters, the capture and the `activity` event of a stored row."""
+    def _announce(self, row_id: int, tokens: TokenMetrics, parsed: ParsedResponse) -> None:
+        """Token counters, the capture and the `activity` event of the row stored as `row_id`
+        (0: not stored, recording is paused)."""
         state = self.state
         bus = state.router.events
-        tokens = entry.tokens
         metrics.tokens_recorded(bus, self.model, tokens.input_tokens, tokens.output_tokens)
-        if entry.id == 0:
+        if row_id == 0:
             return  # recording is paused (the store said so once, as a WARNING)
         if state.captures.enabled and not self.truncated:
             resp_headers = {
@@ -241,7 +241,7 @@ class Recorder:
             }
             state.captures.add(
                 Capture.build(
-                    entry.id,
+                    row_id,
                     self.request.path,
                     capture_fields(self.route, self._final_status),
                     req_headers=self.req_headers,
@@ -250,7 +250,7 @@ class Recorder:
                     resp_body=parsed.body if self.error is None else b"",
                 )
             )
-        bus.publish("activity", {"id": entry.id})
+        bus.publish("activity", {"id": row_id})
 
     def _parser(self, wall_ms: int) -> tuple[Callable[[], ParsedResponse], int]:
         """The parse of the copy (to run here or on a thread) and the size of the copy."""
