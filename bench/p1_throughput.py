@@ -66,6 +66,15 @@ def measure(
     return Row(target, concurrency, rps, p50, p99, errors, cpu)
 
 
+def _cpu_per_request(row: Row) -> str:
+    """The proxy's CPU time per request (its cores ÷ req/s): steadier than req/s on a shared
+    machine, since it does not depend on how much CPU the proxy was given."""
+    cores = row.cpu.get("proxy")
+    if cores is None or not row.rps or math.isnan(row.rps):
+        return "-"
+    return f"{cores / row.rps * 1e6:.0f}"
+
+
 def _generator_cpu() -> float:
     """CPU seconds of this process plus its reaped children (wrk, forked generator workers)."""
     t = os.times()
@@ -195,6 +204,7 @@ def main() -> None:
                 common.ratio(r.rps, base.rps),
                 r.errors,
                 f"{busy * 100:.0f}%",
+                _cpu_per_request(r),
                 cpu,
             ]
         )
@@ -209,6 +219,7 @@ def main() -> None:
             "req/s ÷ direct",
             "errors",
             "2-core busy",
+            "proxy CPU µs/req",
             "CPU cores (per process)",
         ],
         table,
@@ -231,7 +242,8 @@ def main() -> None:
         ours = next((r for r in rows if r.target == "llamaswap" and r.concurrency == c), None)
         if ours is not None:
             summary.append(
-                f"c={c} {ours.rps:.0f} req/s ({common.ratio(ours.rps, direct[c].rps)}× direct)"
+                f"c={c} {ours.rps:.0f} req/s ({common.ratio(ours.rps, direct[c].rps)}× direct,"
+                f" {_cpu_per_request(ours)} µs CPU/req)"
             )
     compared = any(r.target == "llama-swap" for r in rows)
     common.print_summary("P1", "llamaswap " + ", ".join(summary), notes, compared)

@@ -309,7 +309,7 @@ class Router:
         if not self._closed:
             self._apply(self._scheduler.on_served(request_id, self._clock()))
             self._lease_released.set()
-            self.events.publish("leases", None)  # a model's in-flight count changed
+            self._leases_changed()
 
     # ---- operator actions ------------------------------------------------------------------
 
@@ -466,7 +466,13 @@ class Router:
             lease.release()  # the caller already left: never leave a lease dangling
             return
         future.set_result(lease)
-        self.events.publish("leases", None)  # a model's in-flight count changed
+        self._leases_changed()
+
+    def _leases_changed(self) -> None:
+        """A model's in-flight count changed. Only `/api/events` clients read it (from the
+        router, when told): with none connected there is no one to tell."""
+        if self.events.wanted("leases"):
+            self.events.publish("leases", None)
 
     def _reject(self, reject: Reject) -> None:
         future = self._waiters.get(reject.request_id)

@@ -242,3 +242,22 @@ def test_request_head_frames_the_body_once_whatever_headers_it_is_given() -> Non
     assert head.count(b"Content-Length") == 1 and b"Content-Length: 5\r\n" in head
     assert b"Transfer-Encoding" not in head and b"content-length" not in head
     assert b"X-Fine: b\r\n" in head
+
+
+async def test_next_chunk_reads_to_the_end_and_a_closed_answer_is_an_error() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while (await server.read_request(reader)) is not None:
+            writer.write(answer(b"whole body"))
+
+    async with scripted(handler) as (server, url, client):
+        response = await client.request("POST", url, [], b"{}")
+        pieces = []
+        while (piece := await response.next_chunk()) is not None:
+            pieces.append(piece)
+        assert b"".join(pieces) == b"whole body"
+        assert await response.next_chunk() is None  # complete: stays complete
+        closed = await client.request("POST", url, [], b"{}")  # the pooled connection again
+        assert server.connections == 1
+        closed.close()
+        with pytest.raises(UpstreamConnectionError, match="closed before its end"):
+            await closed.next_chunk()  # never mistaken for a complete answer

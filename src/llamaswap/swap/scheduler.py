@@ -169,7 +169,10 @@ class Scheduler:
         return self._lease_count[model]
 
     def queue_depth(self) -> int:
-        return len(self._queue) + sum(len(s.waiters) for s in self._swaps.values())
+        depth = len(self._queue)
+        if self._swaps:  # read after every event: no generator when no swap is planned
+            depth += sum(len(s.waiters) for s in self._swaps.values())
+        return depth
 
     def idle_since(self, model: str) -> float | None:
         """When `model`'s last lease ended (or it became ready), while it is running."""
@@ -554,11 +557,18 @@ class Scheduler:
             self._backoff[model] = BackoffState(self._failures[model], now + delay, error)
 
     def _drain(self, now: float) -> list[Effect]:
+        if not self._queue and not self._swaps:
+            # Nothing waits and nothing is planned (a lease ended with no one queued).
+            self._line, self._due = [], {}
+            return []
         effects: list[Effect] = []
         self._requeue_unlaunched()
         if self._settings.policy is Policy.BATCH:
-            self._line = line_of(self._oldest_waiting(), self._max_waits())
-            self._due = due(self._line, self._line_start(now), self._timing())
+            oldest = self._oldest_waiting()
+            # Nobody waits for a swap (the common case under load: requests for loaded
+            # models): the line is empty and nothing is due, without the timing work.
+            self._line = line_of(oldest, self._max_waits()) if oldest else []
+            self._due = due(self._line, self._line_start(now), self._timing()) if oldest else {}
         for waiting in self._ordered(now):
             if self._place(waiting, now, effects):
                 self._queue.remove(waiting)
@@ -573,6 +583,8 @@ class Scheduler:
         return effects
 
     def _ordered(self, now: float) -> list[Waiting]:
+        if len(self._queue) < 2:
+            return list(self._queue)  # nothing to rank
         if self._settings.policy is Policy.FIFO:
             return fifo_order(self._queue)
         return batch_order(
@@ -636,7 +648,8 @@ class Scheduler:
             for waiting in swap.waiters:
                 del self._swap_of_waiter[waiting.request_id]
                 self._queue.append(waiting)
-        self._queue[:] = fifo_order(self._queue)
+        if len(self._queue) > 1:
+            self._queue[:] = fifo_order(self._queue)
 
     def _place(self, waiting: Waiting, now: float, effects: list[Effect]) -> bool:
         """Steps 1–5 of the module docstring. True when the request left the queue."""
@@ -830,7 +843,7 @@ class Scheduler:
             self._reserved[model] -= 1
 
     def _position(self, request_id: int) -> int:
-        order = [w.request_id for w in self._queue]
-        if request_id in order:
-            return order.index(request_id) + 1
+        for index, waiting in enumerate(self._queue):
+            if waiting.request_id == request_id:
+                return index + 1
         return 0

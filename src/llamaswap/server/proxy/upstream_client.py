@@ -33,6 +33,7 @@ __all__ = ["UpstreamClient", "UpstreamConnectionError", "UpstreamResponse"]
 HIGH_WATER = 1024 * 1024  # unread body bytes at which reading from the upstream pauses
 LOW_WATER = 256 * 1024
 MAX_IDLE_PER_HOST = 64
+JOIN_BODY_BYTES = 64 * 1024  # bodies up to this size go out in the same write as the head
 
 
 class UpstreamConnectionError(ConnectionError):
@@ -182,13 +183,25 @@ class UpstreamResponse:
         self.status = connection.status
         self.reason = connection.reason
         self.headers: CIMultiDictProxy[str] = CIMultiDictProxy(connection.headers)
+        self._complete = False
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        connection = self._connection
-        assert connection is not None
-        while (chunk := await connection.next_chunk()) is not None:
+        while (chunk := await self.next_chunk()) is not None:
             yield chunk
-        self.release()
+
+    async def next_chunk(self) -> bytes | None:
+        """The next piece of the body, or None once it is complete (the connection is then
+        back in the pool). The same as `iter_chunks` without an async generator per answer."""
+        connection = self._connection
+        if connection is None:
+            if self._complete:
+                return None
+            raise UpstreamConnectionError("the answer was closed before its end")
+        chunk = await connection.next_chunk()
+        if chunk is None:
+            self._complete = True
+            self.release()
+        return chunk
 
     def close(self) -> None:
         """Stop reading: the connection is dropped (the upstream sees the client leave)."""
@@ -224,13 +237,19 @@ class UpstreamClient:
         key = (url.host, url.port)
         head = _request_head(method, url, headers, body)
         for attempt in range(2):
-            connection = await self._connection(key, connect_timeout)
+            # A pooled connection is taken without awaiting (no coroutine per request).
+            connection = self._pooled(key) or await self._connect(key, connect_timeout)
             assert connection.transport is not None
-            connection.transport.write(head)
-            if body:
-                connection.transport.write(body)  # not joined: a large upload is not copied
+            if len(body) <= JOIN_BODY_BYTES:
+                # One write, one send(): a second write costs a syscall (and on loopback the
+                # whole delivery) per request, more than copying a small body.
+                connection.transport.write(head + body)
+            else:
+                connection.transport.writelines((head, body))  # a large upload is not copied
             try:
-                await asyncio.shield(connection.headers_ready)
+                # Not shielded: a cancelled request closes its connection below, so its
+                # future is never awaited again.
+                await connection.headers_ready
             except UpstreamConnectionError:
                 connection.close()
                 if attempt == 0 and connection.reused and not connection.got_bytes:
@@ -256,7 +275,7 @@ class UpstreamClient:
                 connection.close()
         self._idle.clear()
 
-    async def _connection(self, key: tuple[str, int], connect_timeout: float | None) -> _Connection:
+    def _pooled(self, key: tuple[str, int]) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
             connection = idle.pop()
@@ -264,6 +283,9 @@ class UpstreamClient:
                 connection.reset()
                 connection.reused = True
                 return connection
+        return None
+
+    async def _connect(self, key: tuple[str, int], connect_timeout: float | None) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(connect_timeout):
@@ -284,9 +306,10 @@ def _request_head(method: str, url: URL, headers: Iterable[tuple[str, str]], bod
     for name, value in headers:
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             continue  # never let a value split the request (header injection)
-        if name.lower() in _FRAMING:
+        lower = name.lower()
+        if lower in _FRAMING:
             continue  # the body is framed here, once: never two framings (smuggling)
-        has_host = has_host or name.lower() == "host"
+        has_host = has_host or lower == "host"
         lines.append(f"{name}: {value}")
     if not has_host:
         lines.append(f"Host: {url.host_port_subcomponent}")  # brackets IPv6, omits :80

@@ -69,15 +69,19 @@ def plan_request(state: AppState, head: RequestHead, body: bytes) -> Plan | None
     ready = state.router.state(model_id) is ProcessState.READY
     if wants_loading_stream(head.path, shape.stream, model.send_loading_state, ready):
         return None
+    filters = model.filters
+    set_by_id = filters.set_params_by_id.get(requested)
+    if not (model.use_model_name or filters.strip_params or filters.set_params or set_by_id):
+        return Plan(model_id, upstream_path(head.path), body)  # no filter: the body as sent
     try:
         shaped, changed = shape_body(
             shape.kind,
             body,
             head.headers.get("Content-Type", ""),
             use_model_name=model.use_model_name,
-            strip_params=model.filters.strip_params,
-            set_params=model.filters.set_params,
-            set_params_by_id=model.filters.set_params_by_id.get(requested),
+            strip_params=filters.strip_params,
+            set_params=filters.set_params,
+            set_params_by_id=set_by_id,
         )
     except RequestError:
         return None

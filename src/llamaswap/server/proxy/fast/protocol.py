@@ -83,6 +83,7 @@ class FrontProtocol(asyncio.Protocol):
         self.sent = 0
         self._remote: str | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # loop time; see `_set_timer`
         self._drained: asyncio.Future[None] | None = None
         self._writing_paused = False
         self._reading_paused = False
@@ -116,7 +117,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.front.connections.discard(self)
-        self._cancel_timer()
+        self._drop_timer()
         self.transport = None
         if self.task is not None:
             self.task.cancel()
@@ -206,7 +207,7 @@ class FrontProtocol(asyncio.Protocol):
     def _hand_over(self) -> None:
         """Give the connection, with the bytes not consumed, to aiohttp's handler."""
         self.front.connections.discard(self)
-        self._cancel_timer()
+        self._drop_timer()
         transport = self.transport
         assert transport is not None
         self.transport = None
@@ -221,17 +222,37 @@ class FrontProtocol(asyncio.Protocol):
 
     # ---- timers -------------------------------------------------------------------------------
 
+    # One deadline at a time. Requests on a keep-alive connection move it twice each (set
+    # after an answer, cleared at the next head); the loop's timer is not re-armed for that:
+    # it stays armed and, when it fires, re-arms for a deadline that moved later.
+
     def _set_timer(self, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._overdue)
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._timer is not None and self._timer.when() <= self._deadline:
+            return  # fires first; `_overdue` then waits for the rest
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = loop.call_at(self._deadline, self._overdue)
 
     def _cancel_timer(self) -> None:
+        self._deadline = None  # a timer still armed finds no deadline and ends
+
+    def _drop_timer(self) -> None:
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
     def _overdue(self) -> None:
         self._timer = None
+        if self._deadline is None:
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._overdue)
+            return
+        self._deadline = None
         if self.task is None and self.transport is not None:
             self.transport.close()  # a head or body that did not arrive in time
 

@@ -177,7 +177,9 @@ async def _send(
     connect_timeout: float | None,
     header_timeout: float | None,
 ) -> UpstreamResponse:
-    deadline = asyncio.timeout(header_timeout or None)
+    if not header_timeout:  # the default: no timer to arm and cancel per request
+        return await upstream.request("POST", url, headers, body, connect_timeout)
+    deadline = asyncio.timeout(header_timeout)
     try:
         async with deadline:
             return await upstream.request("POST", url, headers, body, connect_timeout)
@@ -198,7 +200,7 @@ async def _relay(
     if chunked:  # a stream: its head goes out at once, each piece framed as it comes
         _send_first(client, cell, head)
     pending: bytes | None = None if chunked else head
-    async for piece in answer.iter_chunks():
+    while (piece := await answer.next_chunk()) is not None:
         if pending is not None:  # a sized answer: the head rides with the first piece
             _send_first(client, cell, pending + piece)
             pending = None
