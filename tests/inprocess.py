@@ -51,7 +51,8 @@ async def running_llamaswap(
 
     `fast_path` puts the fast path in front (None: as `LLAMASWAP_FAST_PATH` says)."""
     if fast_path is None:
-        fast_path = os.environ.get("LLAMASWAP_FAST_PATH", "").lower() in ("1", "true", "yes")
+        # The server's default: on, unless the variable turns it off.
+        fast_path = os.environ.get("LLAMASWAP_FAST_PATH", "1").lower() not in ("0", "false", "no")
     start_port = free_port_block(16)
     config = load_config_text(f"startPort: {start_port}\n" + config_yaml)
     router = Router(config, events=EventBus(), upstream_log=LogBuffer())

@@ -92,11 +92,11 @@ def _serve_options(f: click.decorators.FC) -> click.decorators.FC:
         ),
         click.option(
             "--fast-path/--no-fast-path",
-            default=False,
+            default=True,
             envvar="LLAMASWAP_FAST_PATH",
             help=(
-                "Serve plain model requests on the uvloop/httptools fast path "
-                "(plain HTTP only; env LLAMASWAP_FAST_PATH)."
+                "Serve plain model requests on the uvloop/httptools fast path (default; "
+                "plain HTTP only; env LLAMASWAP_FAST_PATH=0 turns it off)."
             ),
         ),
     ]

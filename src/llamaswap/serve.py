@@ -49,7 +49,7 @@ class ServeOptions:
     watch_config: bool = False
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
-    fast_path: bool = False  # plain model requests skip aiohttp (`server/proxy/fast`)
+    fast_path: bool = True  # plain model requests skip aiohttp (`server/proxy/fast`)
 
 
 BARE_PORT_HOST = "127.0.0.1"
