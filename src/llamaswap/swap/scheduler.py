@@ -524,7 +524,7 @@ class Scheduler:
             if self._reserved[model] >= rules.concurrency_limit:
                 return Reject(request_id, 429, "Too many requests", "concurrency_limit", 1.0)
         elif self.waiting_for(model) >= rules.max_queue:
-            retry = max(1.0, self._load_times.seconds(model, self._settings.default_load_time))
+            retry = max(1.0, self._load_seconds(model))
             message = (
                 f"Too many requests: {rules.max_queue} requests already wait for model {model}"
             )
@@ -591,7 +591,7 @@ class Scheduler:
             self._queue,
             due=self._due,
             ready=frozenset(m for m, p in self._phase.items() if p is Phase.READY),
-            load_time=lambda m: self._load_times.seconds(m, self._settings.default_load_time),
+            load_time=self._load_seconds,
         )
 
     def _max_waits(self) -> dict[str, float]:
@@ -607,12 +607,16 @@ class Scheduler:
                 oldest[w.model] = w.arrived
         return oldest
 
+    def _load_seconds(self, model: str) -> float:
+        """The learned load time of `model`, or the settings' guess before its first load."""
+        return self._load_times.seconds(model, self._settings.default_load_time)
+
     def _serve_time(self, model: str) -> float:
         return self._serve_times.seconds(model, 0.0)
 
     def _timing(self) -> Timing:
         return Timing(
-            load=lambda m: self._load_times.seconds(m, self._settings.default_load_time),
+            load=self._load_seconds,
             serve=self._serve_time,
             min_resident=self._settings.min_resident,
             stop=self._settings.stop_time,
@@ -707,7 +711,7 @@ class Scheduler:
         asleep = [m for m, p in self._phase.items() if p is Phase.ASLEEP]
 
         def stop_cost(m: str) -> float:
-            load = self._load_times.seconds(m, self._settings.default_load_time)
+            load = self._load_seconds(m)
             return eviction_cost(load, now - self._idle_since.get(m, now))
 
         def cost(m: str) -> float:  # of making room: a model that can sleep comes back fast
@@ -760,7 +764,7 @@ class Scheduler:
         its load."""
         if self._residency.can_sleep(model):
             return self._wake_times.seconds(model, DEFAULT_WAKE_TIME_S)
-        return self._load_times.seconds(model, self._settings.default_load_time)
+        return self._load_seconds(model)
 
     def _stream_hold(self, max_wait: float) -> float:
         """How long after its last request a streaming model is kept for a request with this
