@@ -198,6 +198,19 @@ def test_models_lists_every_nodes_models_once(client: Client) -> None:
     assert [m["id"] for m in json.loads(body)["data"]] == ["only-a", "only-b", "shared", "slow-b"]
 
 
+def test_ollamas_model_lists_hold_every_nodes_models_once(client: Client) -> None:
+    status, _, body = client.call("GET", "/api/tags")
+    assert status == 200, body
+    names = [m["name"] for m in json.loads(body)["models"]]
+    assert [n.split(":")[0] for n in names] == ["only-a", "only-b", "shared", "slow-b"]
+    client.chat("only-a")
+    client.chat("only-b")
+    status, _, body = client.call("GET", "/api/ps")
+    assert status == 200, body
+    loaded = {m["name"].split(":")[0] for m in json.loads(body)["models"]}
+    assert {"only-a", "only-b"} <= loaded
+
+
 def test_running_names_each_models_node(client: Client) -> None:
     client.chat("only-a")
     client.chat("only-b")

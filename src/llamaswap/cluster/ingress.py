@@ -80,6 +80,8 @@ class Ingress:
             return PlainTextResponse("OK")
         if request.method == "GET" and request.url.path in ("/v1/models", "/models"):
             return await self._models(request, path)
+        if request.method == "GET" and request.url.path in ("/api/tags", "/api/ps"):
+            return await self._ollama_models(request, path)
         if request.method == "GET" and request.url.path == "/running":
             return await self._running(request, path)
         if request.method == "GET" and request.url.path == "/metrics":
@@ -189,6 +191,15 @@ class Ingress:
             for entry in answer.get("data", []):
                 seen.setdefault(str(entry.get("id")), entry)
         return JSONResponse({"object": "list", "data": [seen[k] for k in sorted(seen)]})
+
+    async def _ollama_models(self, request: Request, path: str) -> Response:
+        """Ollama's model lists (`/api/tags`, and `/api/ps` for what is loaded): every
+        node's, each model once."""
+        seen: dict[str, dict[str, Any]] = {}
+        for _, answer in await self._json_from_every_node(request, path):
+            for entry in answer.get("models", []):
+                seen.setdefault(str(entry.get("name")), entry)
+        return JSONResponse({"models": [seen[k] for k in sorted(seen)]})
 
     async def _running(self, request: Request, path: str) -> Response:
         answers = await self._json_from_every_node(request, path)
