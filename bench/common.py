@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
@@ -58,19 +58,37 @@ def llamaswap_argv() -> list[str]:
     return [found] if found else [venv_python(), "-m", "llamaswap"]
 
 
-def baseline_binary(explicit: str | None) -> str | None:
-    """Go llama-swap: `--baseline PATH`, else `llama-swap` on PATH, else None (column skipped)."""
+def baseline_binary(explicit: Sequence[str] | None) -> list[str]:
+    """Go llama-swap builds: each `--baseline PATH` (repeatable), else `llama-swap` on PATH,
+    else none (the column is skipped)."""
     if explicit:
-        if not Path(explicit).exists():
-            raise SystemExit(f"--baseline {explicit}: no such file")
-        return explicit
-    return shutil.which("llama-swap")
+        for path in explicit:
+            if not Path(path).exists():
+                raise SystemExit(f"--baseline {path}: no such file")
+        return list(explicit)
+    found = shutil.which("llama-swap")
+    return [found] if found else []
+
+
+def baseline_label(path: str, baselines: Sequence[str]) -> str:
+    """A baseline's column: `llama-swap`, or with its file name when several are compared."""
+    return "llama-swap" if len(baselines) == 1 else f"llama-swap ({Path(path).name})"
+
+
+def compared(labels: Iterable[str]) -> bool:
+    """True when some llama-swap build was measured beside llamaswap."""
+    return any(label.startswith("llama-swap") for label in labels)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="a few seconds instead of the full run")
-    p.add_argument("--baseline", metavar="PATH", help="Go llama-swap binary to compare with")
+    p.add_argument(
+        "--baseline",
+        metavar="PATH",
+        action="append",
+        help="Go llama-swap binary to compare with (repeat to compare several builds)",
+    )
     return p
 
 
@@ -243,13 +261,16 @@ def start_proxy(label: str, binary: list[str], config: Path, workdir: Path) -> P
     return Proxy(label, proc, url)
 
 
-def proxies_under_test(baseline: str | None) -> list[tuple[str, list[str] | None]]:
-    """(label, argv or None when absent): llamaswap, then Go llama-swap."""
-    return [("llamaswap", llamaswap_argv()), ("llama-swap", [baseline] if baseline else None)]
+def proxies_under_test(baselines: Sequence[str]) -> list[tuple[str, list[str] | None]]:
+    """(label, argv or None when absent): llamaswap, then each Go llama-swap build."""
+    builds: list[tuple[str, list[str] | None]] = [
+        (baseline_label(b, baselines), [b]) for b in baselines
+    ]
+    return [("llamaswap", llamaswap_argv()), *(builds or [("llama-swap", None)])]
 
 
 def running_proxies(
-    baseline: str | None, config: Path, workdir: Path, procs: list[Proc], notes: list[str]
+    baseline: Sequence[str], config: Path, workdir: Path, procs: list[Proc], notes: list[str]
 ) -> Iterator[Proxy]:
     """Start each proxy under test in turn (llamaswap, then llama-swap when present); an
     absent one adds a note instead. Each is stopped when the loop moves on."""

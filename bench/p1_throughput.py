@@ -245,7 +245,7 @@ def main() -> None:
                 f"c={c} {ours.rps:.0f} req/s ({common.ratio(ours.rps, direct[c].rps)}× direct,"
                 f" {_cpu_per_request(ours)} µs CPU/req)"
             )
-    compared = any(r.target == "llama-swap" for r in rows)
+    compared = common.compared(r.target for r in rows)
     common.print_summary("P1", "llamaswap " + ", ".join(summary), notes, compared)
     if any(math.isnan(r.rps) for r in rows):
         raise SystemExit(1)

@@ -175,7 +175,7 @@ def main() -> None:
         f"chunks complete {ours[1].streams - ours[1].bad_streams}/{ours[1].streams}, "
         f"coalesced chunks {sum(1 for g in inter_arrivals(ours[1]) if g == 0.0)}",
         notes,
-        "llama-swap" in results,
+        common.compared(results),
     )
 
 

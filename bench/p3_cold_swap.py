@@ -114,7 +114,7 @@ def main() -> None:
         f"upstream spawn-to-healthy {common.ms(base)} ms, llamaswap cold TTFB "
         f"{common.ms(ours)} ms, overhead {common.ms(ours - base)} ms",
         notes,
-        "llama-swap" in cold,
+        common.compared(cold),
     )
 
 

@@ -85,7 +85,7 @@ def main() -> None:
         f"{ours.makespan:.1f}s, wait p50 {common.ms(common.percentile(ours.waits, 50))} ms, "
         f"p99 {common.ms(common.percentile(ours.waits, 99))} ms, errors {ours.errors}",
         notes,
-        "llama-swap" in results,
+        common.compared(results),
     )
 
 

@@ -148,7 +148,7 @@ def main() -> None:
         f"{common.ms(ours_swap)} ms while swapping (direct {common.ms(direct_idle)} → "
         f"{common.ms(direct_swap)} ms)",
         notes,
-        ("llama-swap", True) in p99,
+        common.compared(label for label, swapping in p99 if swapping),
     )
 
 

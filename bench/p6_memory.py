@@ -96,7 +96,7 @@ def main() -> None:
         "P6",
         f"llamaswap RSS {idle_mib:.1f} MiB idle, {peak_mib:.1f} MiB peak at c=64",
         notes,
-        "llama-swap" in summary,
+        common.compared(summary),
     )
 
 

@@ -396,13 +396,16 @@ def main() -> None:
     args = parser.parse_args()
     sweep = args.max_waits if args.max_waits is not None else ("" if args.quick else "5,20,30,60")
     max_waits = parse_sweep(sweep)
-    baseline = common.baseline_binary(args.baseline)
+    baselines = common.baseline_binary(args.baseline)
+    baseline = baselines[0] if baselines else None  # the targets are stated against one build
     chosen = scenarios(args.quick, args.seed)
     names = args.scenario or list(chosen)
     print(f"P8 scheduling — {common.machine_note()}; seed {args.seed}")
     notes = [] if baseline else ["llama-swap: not on PATH and no --baseline given: rows skipped"]
     if baseline:
         notes.append(f"baseline {baseline_version(baseline)}")
+    if len(baselines) > 1:
+        notes.append("P8 compares with the first --baseline only")
 
     targets = Targets()
     with common.workspace("p8") as (work, procs):
