@@ -186,20 +186,22 @@ class Ingress:
         return Response(body, status, headers={"X-Llamaswap-Node": node})
 
     async def _models(self, request: Request, path: str) -> Response:
-        seen: dict[str, dict[str, Any]] = {}
-        for _, answer in await self._json_from_every_node(request, path):
-            for entry in answer.get("data", []):
-                seen.setdefault(str(entry.get("id")), entry)
-        return JSONResponse({"object": "list", "data": [seen[k] for k in sorted(seen)]})
+        entries = await self._each_once(request, path, "data", "id")
+        return JSONResponse({"object": "list", "data": entries})
 
     async def _ollama_models(self, request: Request, path: str) -> Response:
-        """Ollama's model lists (`/api/tags`, and `/api/ps` for what is loaded): every
-        node's, each model once."""
+        """Ollama's model lists (`/api/tags`, and `/api/ps` for what is loaded)."""
+        return JSONResponse({"models": await self._each_once(request, path, "models", "name")})
+
+    async def _each_once(
+        self, request: Request, path: str, field: str, key: str
+    ) -> list[dict[str, Any]]:
+        """Every answering node's `field` list merged, each entry once by its `key`, sorted."""
         seen: dict[str, dict[str, Any]] = {}
         for _, answer in await self._json_from_every_node(request, path):
-            for entry in answer.get("models", []):
-                seen.setdefault(str(entry.get("name")), entry)
-        return JSONResponse({"models": [seen[k] for k in sorted(seen)]})
+            for entry in answer.get(field, []):
+                seen.setdefault(str(entry.get(key)), entry)
+        return [seen[k] for k in sorted(seen)]
 
     async def _running(self, request: Request, path: str) -> Response:
         answers = await self._json_from_every_node(request, path)
