@@ -13,9 +13,11 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httptools
+import psutil
 import pytest
 from llamaswap_proc import SERVING_PATHS, LlamaswapProcess, chat_body, fake_model, llamaswap
 
@@ -187,3 +189,66 @@ def test_a_request_cancelled_from_inflight_ends_and_frees_its_lease(
     assert len(outcome) == 1 and not isinstance(outcome[0], int)  # the connection ended
     assert wait_until_sync(lambda: not entries(), 5.0)
     assert wait_until_sync(lambda: _get(server, "/running")["running"][0]["inFlight"] == 0, 5.0)
+
+
+def _send_queue_of_sockets_on(port: int) -> int:
+    """Bytes waiting in the send queues of established TCP sockets whose local port is
+    `port` (/proc/net/tcp: the upstream's side of its connections to the proxy)."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+            total += int(queues.split(":")[0], 16)
+    return total
+
+
+def test_a_client_that_stops_reading_holds_the_upstream_back(server: LlamaswapProcess) -> None:
+    """No buffering on the client's behalf: while it reads nothing, the proxy stops reading
+    from the upstream (whose own send queue fills), and the stream then arrives whole."""
+    assert server.call("POST", "/v1/chat/completions", chat_body("m"), AUTH).status == 200
+    (upstream,) = psutil.Process(server.proc.pid).children(recursive=True)
+    (port,) = {c.laddr.port for c in upstream.net_connections("tcp") if c.status == "LISTEN"}
+    rss_before = psutil.Process(server.proc.pid).memory_info().rss
+    body = json.dumps({**chat_body("m"), "stream": True}).encode()
+    head = (
+        f"POST /v1/chat/completions?chunks={CHUNKS} HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer sk-one\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    answer = _Streamed()
+    parser = answer.parser = httptools.HttpResponseParser(answer)
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)  # before the window
+        sock.settimeout(60)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(head + body)
+        # ~14 MB are coming; reading nothing, the upstream's writes back up behind the proxy.
+        assert wait_until_sync(lambda: _send_queue_of_sockets_on(port) > 512 * 1024, 30.0)
+        grown = psutil.Process(server.proc.pid).memory_info().rss - rss_before
+        assert grown < 8 * 1024 * 1024, grown  # not the stream held in the proxy
+        while not answer.complete:
+            data = sock.recv(1 << 20)
+            assert data, "the stream ended early"
+            parser.feed_data(data)
+    assert parser.get_status_code() == 200
+    assert answer.body.count(b"data: ") == CHUNKS + 2  # every chunk, the usage, [DONE]
+    assert answer.body.endswith(b"data: [DONE]\n\n")
+
+
+CHUNKS = 70000
+
+
+class _Streamed:
+    """httptools callbacks collecting one (large) answer."""
+
+    def __init__(self) -> None:
+        self.body = bytearray()
+        self.complete = False
+        self.parser: httptools.HttpResponseParser | None = None
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        self.complete = True

@@ -8,7 +8,7 @@ stale pooled connections and broken answers are exercised exactly.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 
 import pytest
@@ -101,7 +101,8 @@ async def test_sends_the_request_and_reuses_the_connection() -> None:
         assert b"Host: 127.0.0.1:" in first and first.endswith(b"\r\n\r\n{}")
 
 
-async def test_a_stale_pooled_connection_is_retried_once_on_a_fresh_one() -> None:
+@pytest.mark.parametrize("relayed", [False, True], ids=["request", "relay"])
+async def test_a_stale_pooled_connection_is_retried_once_on_a_fresh_one(relayed: bool) -> None:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await server.read_request(reader)
         writer.write(answer(b"first" if n == 1 else b"second"))
@@ -109,37 +110,57 @@ async def test_a_stale_pooled_connection_is_retried_once_on_a_fresh_one() -> Non
         if n == 1:  # keep-alive was promised, but the next request finds the socket closing
             await server.read_request(reader)
 
+    async def post(client: UpstreamClient, url: URL, body: bytes) -> bytes:
+        if not relayed:
+            return await read_all(await client.request("POST", url, [], body))
+        sink = ListSink()
+        await client.relay(url, [], body, sink)
+        return sink.body()
+
     async with scripted(handler) as (server, url, client):
-        assert await read_all(await client.request("POST", url, [], b"a")) == b"first"
-        assert await read_all(await client.request("POST", url, [], b"b")) == b"second"
+        assert await post(client, url, b"a") == b"first"
+        assert await post(client, url, b"b") == b"second"
         assert server.connections == 2
 
 
-async def test_chunked_close_delimited_empty_and_informational_answers() -> None:
-    answers = [
+# Every framing an answer can have, in the order a scripted server sends them, and what a
+# reader gets of each; the last is close-delimited (the server then closes).
+FRAMINGS = [
+    (answer(b'{"n":1}'), 200, b'{"n":1}'),
+    (
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n",
+        200,
+        b"abcde",
+    ),
+    (
         b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + answer(b"after hints"),
-        b"HTTP/1.1 204 No Content\r\n\r\n",
-        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
-    ]
+        200,
+        b"after hints",
+    ),
+    (b"HTTP/1.1 204 No Content\r\n\r\n", 204, b""),
+    (b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end", 200, b"until the end"),
+]
 
+
+def serve_framings(server: Callable[[], Server]) -> Handler:
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
-        while (await server.read_request(reader)) is not None:
-            writer.write(answers[len(server.requests) - 1])
-            if len(server.requests) == len(answers):
+        while (await server().read_request(reader)) is not None:
+            n = len(server().requests)
+            writer.write(FRAMINGS[n - 1][0])
+            if n == len(FRAMINGS):
                 return  # close-delimited: the body ends with the connection
 
-    async with scripted(handler) as (server, url, client):
+    return handler
+
+
+async def test_chunked_close_delimited_empty_and_informational_answers() -> None:
+    async with scripted(serve_framings(lambda: server)) as (server, url, client):
         got = []
-        for _ in answers:
+        for _ in FRAMINGS:
             response = await client.request("GET", url, [], b"")
             got.append((response.status, await read_all(response)))
-        assert got == [
-            (200, b"abcde"),
-            (200, b"after hints"),
-            (204, b""),
-            (200, b"until the end"),
-        ]
+        assert got == [(status, body) for _, status, body in FRAMINGS]
+        assert server.connections == 1
 
 
 async def test_connection_refused_is_an_upstream_connection_error() -> None:
@@ -261,3 +282,122 @@ async def test_next_chunk_reads_to_the_end_and_a_closed_answer_is_an_error() -> 
         closed.close()
         with pytest.raises(UpstreamConnectionError, match="closed before its end"):
             await closed.next_chunk()  # never mistaken for a complete answer
+
+
+# ---- relay: the answer handed to a sink from the connection's callbacks --------------------
+
+
+class ListSink:
+    """Records what `relay` hands over; `hold_first` pauses the upstream at the first flush."""
+
+    def __init__(self, hold_first: bool = False) -> None:
+        self.started: tuple[int, str, dict[str, str]] | None = None
+        self.flushes: list[tuple[bytes, bool]] = []
+        self.pieces: list[bytes] = []
+        self.source: asyncio.Transport | None = None
+        self.hold_first = hold_first
+        self.held = asyncio.Event()
+
+    def bind(self, source: asyncio.Transport) -> None:
+        self.source = source
+
+    def start(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
+        assert self.started is None  # informational answers never reach the sink
+        self.started = (status, reason, dict(headers))
+
+    def piece(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def flush(self, complete: bool) -> None:
+        self.flushes.append((b"".join(self.pieces), complete))
+        self.pieces = []
+        if self.hold_first and not self.held.is_set() and not complete:
+            assert self.source is not None
+            self.source.pause_reading()
+            self.held.set()
+
+    def body(self) -> bytes:
+        return b"".join(data for data, _ in self.flushes)
+
+
+async def test_relay_hands_every_framing_to_the_sink_and_reuses_the_connection() -> None:
+    async with scripted(serve_framings(lambda: server)) as (server, url, client):
+        got = []
+        for _ in FRAMINGS:
+            sink = ListSink()
+            await client.relay(url, [("X-Test", "yes")], b"{}", sink)
+            assert sink.started is not None and sink.flushes[-1][1]  # the last flush ends it
+            assert all(not complete for _, complete in sink.flushes[:-1])
+            got.append((sink.started[0], sink.body()))
+        assert got == [(status, body) for _, status, body in FRAMINGS]
+        assert server.connections == 1  # one keep-alive connection served them all
+        assert server.requests[0].startswith(b"POST /v1/x?a=1 HTTP/1.1\r\n")
+
+
+async def test_relay_passes_each_read_on_as_it_arrives() -> None:
+    go_on = asyncio.Event()
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await go_on.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+
+    async with scripted(handler) as (server, url, client):
+        sink = ListSink()
+        relayed = asyncio.create_task(client.relay(url, [], b"x", sink))
+        await wait_until(lambda: bool(sink.flushes))
+        assert sink.flushes == [(b"first", False)]  # handed on before the rest was sent
+        go_on.set()
+        await relayed
+        assert sink.body() == b"firstsecond" and sink.flushes[-1][1]
+
+
+async def test_relay_stops_reading_while_the_sink_holds_back() -> None:
+    body = bytes(range(256)) * (4 * HIGH_WATER // 256)
+
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writers.append(writer)
+        writer.write(answer(body))
+        await writer.drain()
+
+    async with scripted(handler) as (server, url, client):
+        sink = ListSink(hold_first=True)
+        relayed = asyncio.create_task(client.relay(url, [], b"x", sink))
+        await sink.held.wait()
+        flushed = len(sink.flushes)
+        # Held: the socket buffers fill and the upstream's own writes back up.
+        await wait_until(lambda: bool(writers) and writers[0].transport.get_write_buffer_size() > 0)
+        assert len(sink.flushes) == flushed and not relayed.done()
+        assert sink.source is not None
+        sink.source.resume_reading()
+        await relayed
+        assert sink.body() == body
+
+
+async def test_relay_reports_an_answer_that_breaks_off_after_its_head() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly part")
+
+    async with scripted(handler) as (server, url, client):
+        sink = ListSink()
+        with pytest.raises(UpstreamConnectionError):
+            await client.relay(url, [], b"c", sink)
+        assert sink.started is not None and sink.started[0] == 200
+
+
+async def test_relay_gives_up_on_headers_that_do_not_come_in_time() -> None:
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await server.read_request(reader)
+        await server.read_request(reader)  # never answers; sees the client hang up
+
+    async with scripted(handler) as (server, url, client):
+        sink = ListSink()
+        with pytest.raises(TimeoutError):
+            await client.relay(url, [], b"x", sink, headers_within=0.2)
+        await asyncio.wait_for(server.closed_by_client.wait(), 5)  # the request was dropped
+        assert sink.started is None

@@ -13,6 +13,12 @@ keep-alive connections, ≈ 80–100 µs. It does only what the forwarder needs:
   keep-alive timer fired) fails before any byte of the answer: the request is sent once more
   on a fresh connection. Nothing else is retried.
 
+Two ways to read an answer: `request` returns it once its headers are in and hands the body
+over chunk by chunk (`UpstreamResponse.next_chunk`, one wake-up of the reader per chunk);
+`relay` passes everything to a `RelaySink` from the connection's own callbacks as it is
+parsed, and the caller wakes once, when the answer is complete. The fast path relays; the
+aiohttp forwarder reads.
+
 Everything else (HEAD, websockets, request bodies that are still streaming) stays with
 aiohttp in the forwarder.
 """
@@ -21,14 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Iterable
-from typing import cast
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Protocol, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-__all__ = ["UpstreamClient", "UpstreamConnectionError", "UpstreamResponse"]
+__all__ = ["RelaySink", "UpstreamClient", "UpstreamConnectionError", "UpstreamResponse"]
 
 HIGH_WATER = 1024 * 1024  # unread body bytes at which reading from the upstream pauses
 LOW_WATER = 256 * 1024
@@ -38,6 +44,23 @@ JOIN_BODY_BYTES = 64 * 1024  # bodies up to this size go out in the same write a
 
 class UpstreamConnectionError(ConnectionError):
     """The upstream could not be reached, or broke off before or during its answer."""
+
+
+class RelaySink(Protocol):
+    """Where `UpstreamClient.relay` puts an answer, from the connection's callbacks (so
+    nothing here may block or await)."""
+
+    def bind(self, source: asyncio.Transport) -> None:
+        """The upstream connection the answer comes from (pause its reading to hold back)."""
+
+    def start(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
+        """The final status and headers (informational answers are skipped)."""
+
+    def piece(self, data: bytes) -> None:
+        """A piece of the body (de-chunked), in order."""
+
+    def flush(self, complete: bool) -> None:
+        """What arrived in one read was passed on; `complete` when the answer ended in it."""
 
 
 class _Connection(asyncio.Protocol):
@@ -67,6 +90,8 @@ class _Connection(asyncio.Protocol):
         self.error: BaseException | None = None
         self._paused = False
         self._keep_alive = False
+        self.sink: RelaySink | None = None  # set by `relay` for its answer
+        self.done: asyncio.Future[None] | None = None  # `relay`: the answer ended (or broke)
 
     # ---- asyncio.Protocol -----------------------------------------------------------------
 
@@ -81,6 +106,8 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._fail(UpstreamConnectionError(f"invalid answer from upstream: {exc}"))
             self.close()
+        if self.sink is not None:
+            self._pass_on()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -88,6 +115,8 @@ class _Connection(asyncio.Protocol):
             return
         if self.headers_ready.done() and self._ends_at_close():
             self.on_message_complete()  # a body delimited by the end of the connection
+            if self.sink is not None:
+                self._pass_on()
             return
         self._fail(UpstreamConnectionError(str(exc) if exc else "upstream closed the connection"))
 
@@ -112,8 +141,13 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive()
         if not self.headers_ready.done():
             self.headers_ready.set_result(None)
+        if self.sink is not None:
+            self.sink.start(status, self.reason, self.headers)
 
     def on_body(self, body: bytes) -> None:
+        if self.sink is not None:
+            self.sink.piece(body)
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
@@ -164,10 +198,20 @@ class _Connection(asyncio.Protocol):
     def _fail(self, error: BaseException) -> None:
         if self.error is None:
             self.error = error
-        if not self.headers_ready.done():
-            self.headers_ready.set_exception(error)
-            self.headers_ready.exception()  # retrieved here: a waiter may be gone already
+        for waited in (self.headers_ready, self.done):
+            if waited is not None and not waited.done():
+                waited.set_exception(error)
+                waited.exception()  # retrieved here: a waiter may be gone already
         self._wake()
+
+    def _pass_on(self) -> None:
+        """`relay`: hand what the last read produced to the sink; end the answer if it did."""
+        assert self.sink is not None
+        if not self.headers_ready.done() or self.error is not None:
+            return  # nothing started yet, or it broke (`done` carries the error)
+        self.sink.flush(self.complete)
+        if self.complete and self.done is not None and not self.done.done():
+            self.done.set_result(None)
 
     def _wake(self) -> None:
         if self._wakeup is not None and not self._wakeup.done():
@@ -234,22 +278,62 @@ class UpstreamClient:
         """Send the request and wait for the answer's headers. Raises
         UpstreamConnectionError (connect failure, or the upstream broke off)."""
         assert url.host is not None and url.port is not None
-        key = (url.host, url.port)
         head = _request_head(method, url, headers, body)
+        connection = await self._exchange((url.host, url.port), head, body, connect_timeout)
+        return UpstreamResponse(self, connection)
+
+    async def relay(
+        self,
+        url: URL,
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+        sink: RelaySink,
+        connect_timeout: float | None = None,
+        headers_within: float | None = None,
+    ) -> None:
+        """POST the request and pass its answer to `sink` as it arrives; return once it is
+        complete (the connection is then back in the pool). Raises UpstreamConnectionError
+        as `request` does (also after the sink started: the answer broke off), and
+        TimeoutError when no headers arrived within `headers_within` seconds."""
+        assert url.host is not None and url.port is not None
+        head = _request_head("POST", url, headers, body)
+        headers_by = None
+        if headers_within is not None:
+            headers_by = asyncio.get_running_loop().time() + headers_within
+        key = (url.host, url.port)
+        connection = await self._exchange(key, head, body, connect_timeout, headers_by, sink)
+        self.give_back(connection)
+
+    async def _exchange(
+        self,
+        key: tuple[str, int],
+        head: bytes,
+        body: bytes,
+        connect_timeout: float | None,
+        headers_by: float | None = None,
+        sink: RelaySink | None = None,
+    ) -> _Connection:
+        """Send the request and wait for the answer's headers (or, with a sink, for its
+        end), on a pooled connection or a fresh one; the connection it was answered on."""
         for attempt in range(2):
             # A pooled connection is taken without awaiting (no coroutine per request).
-            connection = self._pooled(key) or await self._connect(key, connect_timeout)
+            connection = self._pooled(key)
+            if connection is None:
+                async with asyncio.timeout_at(headers_by):
+                    connection = await self._connect(key, connect_timeout)
             assert connection.transport is not None
-            if len(body) <= JOIN_BODY_BYTES:
-                # One write, one send(): a second write costs a syscall (and on loopback the
-                # whole delivery) per request, more than copying a small body.
-                connection.transport.write(head + body)
-            else:
-                connection.transport.writelines((head, body))  # a large upload is not copied
+            if sink is not None:
+                connection.sink = sink
+                connection.done = asyncio.get_running_loop().create_future()
+                sink.bind(connection.transport)
+            _send_request(connection.transport, head, body)
             try:
                 # Not shielded: a cancelled request closes its connection below, so its
-                # future is never awaited again.
-                await connection.headers_ready
+                # futures are never awaited again.
+                if headers_by is not None and not connection.headers_ready.done():
+                    async with asyncio.timeout_at(headers_by):
+                        await connection.headers_ready
+                await (connection.headers_ready if connection.done is None else connection.done)
             except UpstreamConnectionError:
                 connection.close()
                 if attempt == 0 and connection.reused and not connection.got_bytes:
@@ -258,7 +342,9 @@ class UpstreamClient:
             except BaseException:
                 connection.close()
                 raise
-            return UpstreamResponse(self, connection)
+            finally:
+                connection.sink = None  # an idle connection keeps no client alive
+            return connection
         raise AssertionError("unreachable")  # pragma: no cover
 
     def give_back(self, connection: _Connection) -> None:
@@ -295,6 +381,15 @@ class UpstreamClient:
             reason = "timed out" if isinstance(exc, TimeoutError) else str(exc)
             raise UpstreamConnectionError(f"cannot connect to {host}:{port}: {reason}") from exc
         return protocol
+
+
+def _send_request(transport: asyncio.Transport, head: bytes, body: bytes) -> None:
+    if len(body) <= JOIN_BODY_BYTES:
+        # One write, one send(): a second write costs a syscall (and on loopback the whole
+        # delivery) per request, more than copying a small body.
+        transport.write(head + body)
+    else:
+        transport.writelines((head, body))  # a large upload is not copied
 
 
 _FRAMING = frozenset({"content-length", "transfer-encoding"})

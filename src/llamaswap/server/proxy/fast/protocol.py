@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import cast
 
 from aiohttp import web
@@ -84,7 +85,7 @@ class FrontProtocol(asyncio.Protocol):
         self._remote: str | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None  # loop time; see `_set_timer`
-        self._drained: asyncio.Future[None] | None = None
+        self._on_writable: Callable[[], None] | None = None  # see `hold`
         self._writing_paused = False
         self._reading_paused = False
         self._keep_open = True
@@ -137,14 +138,11 @@ class FrontProtocol(asyncio.Protocol):
             self.transport.write(data)
             self.sent += len(data)
 
-    async def drain(self) -> None:
-        if self.transport is None:
-            raise ConnectionResetError("the client closed the connection")
-        if self._writing_paused:
-            self._drained = asyncio.get_running_loop().create_future()
-            await self._drained
-            if self.transport is None:
-                raise ConnectionResetError("the client closed the connection")
+    def hold(self, resume: Callable[[], None]) -> bool:
+        if not self._writing_paused or self.transport is None:
+            return False
+        self._on_writable = resume
+        return True
 
     def gone(self) -> bool:
         return self.transport is None or self.transport.is_closing()
@@ -257,8 +255,9 @@ class FrontProtocol(asyncio.Protocol):
             self.transport.close()  # a head or body that did not arrive in time
 
     def _wake_writer(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
+        resume, self._on_writable = self._on_writable, None
+        if resume is not None:
+            resume()
 
 
 def metrics_of(app: web.Application) -> metrics.Metrics | None:

@@ -4,7 +4,9 @@ In order, as the application's middlewares and `serving.serve_model` do it: the 
 metrics cell, the in-flight registry, the activity recorder (`record_exchange`), the lease
 (`router.acquire`: the same admission, queueing and errors), the upstream request on the
 pooled client with the client's headers (hop-by-hop dropped, `X-Forwarded-For` appended,
-`Host` kept), and the answer relayed piece by piece as it arrives; each piece reaches the
+`Host` kept), and the answer relayed as it arrives (`_Reply`, called from the upstream
+connection's own callbacks: what one read brought goes out in one write, and the request's
+task wakes once, when the answer is complete, not once per piece); each piece reaches the
 recorder after it was handed to the client's transport. The lease is released when the last
 byte is written, when the upstream fails, and when the client leaves (its connection's
 task is cancelled, which also drops the upstream request).
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from aiohttp import web
@@ -32,7 +34,6 @@ from llamaswap.server.proxy.fast.reply import error_bytes, response_head
 from llamaswap.server.proxy.fast.request import FastRequest
 from llamaswap.server.proxy.forward import ResponseHeaderTimeout, join_url, upstream_headers
 from llamaswap.server.proxy.recording import Recorder, record_exchange, request_metadata
-from llamaswap.server.proxy.upstream_client import UpstreamClient, UpstreamResponse
 from llamaswap.server.responses import error_response, response_for_error
 from llamaswap.server.state import AppState
 
@@ -50,8 +51,9 @@ class Client(Protocol):
 
     def send(self, data: bytes) -> None: ...
 
-    async def drain(self) -> None:
-        """Return once the transport's buffer is below its high-water mark."""
+    def hold(self, resume: Callable[[], None]) -> bool:
+        """True when the client does not keep up (its transport's buffer is above the
+        high-water mark): `resume` is then called once it is below again."""
 
     def gone(self) -> bool: ...
 
@@ -134,87 +136,114 @@ async def _forward(
     if recorder is not None:
         recorder.request_headers(headers)
     assert state.upstream_client is not None
+    reply = _Reply(client, cell, recorder, request.keep_alive)
     try:
-        answer = await _send(
-            state.upstream_client,
+        await state.upstream_client.relay(
             URL(url, encoded=True),
             headers.items(),
             plan.body,
+            reply,
             lease.connect_timeout,
-            lease.header_timeout,
+            lease.header_timeout or None,  # 0 (the default) means no limit
         )
-    except (ResponseHeaderTimeout, OSError) as exc:
-        forward_log.warning("upstream request to %s failed: %s", url, exc)
-        status = 504 if isinstance(exc, ResponseHeaderTimeout) else 502
+    except (TimeoutError, OSError) as exc:
+        if reply.status:
+            # The upstream broke off: the client's answer cannot be completed, so its
+            # connection is closed after what was sent (the truncation is visible to it).
+            forward_log.info("stream to/from %s ended early: %s", url, exc)
+            if recorder is not None and client.gone():
+                recorder.client_left()
+            client.close()
+            return _as_response(_Sent(reply.status))
+        reason: Exception = exc
+        if isinstance(exc, TimeoutError):
+            reason = ResponseHeaderTimeout(lease.header_timeout)
+        forward_log.warning("upstream request to %s failed: %s", url, reason)
+        status = 504 if isinstance(reason, ResponseHeaderTimeout) else 502
         failure = error_response(
-            request.headers.get("Accept", ""), status, f"upstream request failed: {exc}"
+            request.headers.get("Accept", ""), status, f"upstream request failed: {reason}"
         )
         _send_first(client, cell, error_bytes(failure, request.keep_alive))
         return failure  # `record_exchange` records it as the aiohttp path's would be
-    if recorder is not None:
-        recorder.response_started(answer.status, answer.headers)
-    try:
-        await _relay(client, answer, recorder, cell, request.keep_alive)
-    except OSError as exc:
-        # The upstream broke off: the client's answer cannot be completed, so its
-        # connection is closed after what was sent (the truncation is visible to it).
-        forward_log.info("stream to/from %s ended early: %s", url, exc)
-        answer.close()
-        if recorder is not None and client.gone():
-            recorder.client_left()
-        client.close()
-    except BaseException:
-        answer.close()  # cancelled (client left) or broke: drop the upstream request too
-        raise
-    return _as_response(_Sent(answer.status))
+    return _as_response(_Sent(reply.status))
 
 
-async def _send(
-    upstream: UpstreamClient,
-    url: URL,
-    headers: Iterable[tuple[str, str]],
-    body: bytes,
-    connect_timeout: float | None,
-    header_timeout: float | None,
-) -> UpstreamResponse:
-    if not header_timeout:  # the default: no timer to arm and cancel per request
-        return await upstream.request("POST", url, headers, body, connect_timeout)
-    deadline = asyncio.timeout(header_timeout)
-    try:
-        async with deadline:
-            return await upstream.request("POST", url, headers, body, connect_timeout)
-    except TimeoutError:
-        if deadline.expired():  # only our deadline is the header timeout
-            raise ResponseHeaderTimeout(header_timeout) from None
-        raise
+class _Reply:
+    """The client's side of a relayed answer (`upstream_client.RelaySink`).
 
+    Called from the upstream connection's callbacks: what one read from the upstream
+    produced goes to the client in one write (never held for more), the head with it; an
+    answer without `Content-Length` is sent chunked, each piece framed as it came. Each
+    piece reaches the recorder after it was handed to the client's transport. While the
+    client does not keep up, reading from the upstream pauses."""
 
-async def _relay(
-    client: Client,
-    answer: UpstreamResponse,
-    recorder: Recorder | None,
-    cell: metrics.RequestCell,
-    keep_alive: bool,
-) -> None:
-    head, chunked = response_head(answer.status, answer.reason, answer.headers, keep_alive)
-    if chunked:  # a stream: its head goes out at once, each piece framed as it comes
-        _send_first(client, cell, head)
-    pending: bytes | None = None if chunked else head
-    while (piece := await answer.next_chunk()) is not None:
-        if pending is not None:  # a sized answer: the head rides with the first piece
-            _send_first(client, cell, pending + piece)
-            pending = None
-        elif chunked:
-            client.send(b"%x\r\n%b\r\n" % (len(piece), piece))
+    __slots__ = (
+        "cell",
+        "chunked",
+        "client",
+        "head",
+        "keep_alive",
+        "pieces",
+        "recorder",
+        "source",
+        "status",
+    )
+
+    def __init__(
+        self,
+        client: Client,
+        cell: metrics.RequestCell,
+        recorder: Recorder | None,
+        keep_alive: bool,
+    ) -> None:
+        self.client = client
+        self.cell = cell
+        self.recorder = recorder
+        self.keep_alive = keep_alive
+        self.status = 0  # set once the upstream's head is in
+        self.head = b""  # the client's head, until it is sent
+        self.chunked = False
+        self.pieces: list[bytes] = []
+        self.source: asyncio.Transport | None = None
+
+    def bind(self, source: asyncio.Transport) -> None:
+        self.source = source
+
+    def start(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
+        if self.recorder is not None:
+            self.recorder.response_started(status, headers)
+        self.status = status
+        self.head, self.chunked = response_head(status, reason, headers, self.keep_alive)
+
+    def piece(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def flush(self, complete: bool) -> None:
+        pieces = self.pieces
+        out = [self.head] if self.head else []
+        if self.chunked:
+            out += [b"%x\r\n%b\r\n" % (len(piece), piece) for piece in pieces if piece]
+            if complete:
+                out.append(b"0\r\n\r\n")
         else:
-            client.send(piece)
-        if recorder is not None:
-            recorder.chunk(piece)
-        await client.drain()
-    if pending is not None:
-        _send_first(client, cell, pending)  # an empty sized answer
-    elif chunked:
-        client.send(b"0\r\n\r\n")
+            out += pieces
+        if self.head:
+            self.head = b""
+            if self.cell.first_byte is None:
+                self.cell.first_byte = time.monotonic()
+        if out:
+            self.client.send(out[0] if len(out) == 1 else b"".join(out))
+        if self.recorder is not None:
+            for piece in pieces:
+                self.recorder.chunk(piece)
+        self.pieces = []
+        source = self.source
+        if not complete and source is not None and self.client.hold(self._resume):
+            source.pause_reading()
+
+    def _resume(self) -> None:
+        if self.source is not None and not self.source.is_closing():
+            self.source.resume_reading()
 
 
 def _send_first(client: Client, cell: metrics.RequestCell, data: bytes) -> None:
