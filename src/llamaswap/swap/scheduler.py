@@ -335,10 +335,19 @@ class Scheduler:
         self._reserved[model] += 1
         self._model_of[request_id] = model
         self._arrivals.observe(model, now)
-        self._queue.append(
-            Waiting(request_id, model, self._rules[model].priority, next(self._seq), now)
-        )
-        effects = self._drain(now)
+        waiting = Waiting(request_id, model, self._rules[model].priority, next(self._seq), now)
+        if self._queue or self._swaps or self._phase[model] is not Phase.READY:
+            self._queue.append(waiting)
+            effects = self._drain(now)
+        else:
+            # The common case under load: a request for a loaded model while nothing waits
+            # and nothing is planned. `_drain` would place it alone (an empty line: a loaded
+            # model is never in it), so it is placed here without rebuilding the line.
+            self._line, self._due = [], {}
+            effects = []
+            if not self._place(waiting, now, effects):
+                self._queue.append(waiting)
+            self._launch_drained(effects)
         position = self._position(request_id)
         if position:  # 0: granted, rejected, or waiting on a swap (not behind other requests)
             effects.append(QueuePosition(request_id, position))
@@ -572,6 +581,11 @@ class Scheduler:
         for waiting in self._ordered(now):
             if self._place(waiting, now, effects):
                 self._queue.remove(waiting)
+        self._launch_drained(effects)
+        return effects
+
+    def _launch_drained(self, effects: list[Effect]) -> None:
+        """Launch each planned swap whose evicted models have no lease left."""
         for swap in self._swaps.values():
             if not swap.launched and all(self._lease_count[m] == 0 for m in swap.evict):
                 swap.launched = True
@@ -580,7 +594,6 @@ class Scheduler:
                 if not swap.refresh:
                     self._phase[swap.target] = Phase.STARTING
                 effects.append(self._effect(swap))
-        return effects
 
     def _ordered(self, now: float) -> list[Waiting]:
         if len(self._queue) < 2:
