@@ -490,11 +490,17 @@ class WrkResult:
     generator: str = "wrk"
 
 
-def wrk_load(url: str, concurrency: int, duration: float, threads: int = 2) -> WrkResult:
-    """Run wrk with the chat POST script; `url` is the full /v1/chat/completions URL."""
+def wrk_load(
+    url: str, concurrency: int, duration: float, threads: int = 2, body: bytes | None = None
+) -> WrkResult:
+    """Run wrk with the chat POST script; `url` is the full /v1/chat/completions URL and
+    `body` what it posts (default: `CHAT_BODY`)."""
     argv = ["wrk", f"-t{min(threads, concurrency)}", f"-c{concurrency}", f"-d{duration:g}s"]
     argv += ["--latency", "-s", str(CHAT_LUA), url]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=duration + 30).stdout
+    env = {**os.environ, "BENCH_BODY": body.decode()} if body is not None else None
+    out = subprocess.run(
+        argv, capture_output=True, text=True, timeout=duration + 30, env=env
+    ).stdout
     percentiles = dict(re.findall(r"^\s+(\d+)%\s+(\S+)$", out, re.M))
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)

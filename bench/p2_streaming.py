@@ -2,7 +2,10 @@
 
 Two parts, each upstream direct vs through the proxy:
 
-1. throughput: c=16 clients open streams of 10 chunks with no delay, back to back;
+1. throughput: c=16 clients open streams of 10 chunks with no delay, back to back, from
+   this script's own aiohttp client (which checks every event) and, when wrk is installed,
+   from wrk (C, so the rate is the proxy's rather than the Python client's; its column
+   also gives the proxy's CPU time per stream);
 2. pacing: c=4 clients open streams of N chunks spaced by `chunk_delay`=20 ms. Each chunk's
    arrival time (from sending the request) is recorded; the proxy's added latency for chunk i
    is its mean arrival time through the proxy minus the same through the direct path. Every
@@ -26,6 +29,27 @@ import common
 MODEL = "m1"
 STREAM_BODY = common.chat_body(MODEL, stream=True)
 JSON = {"Content-Type": "application/json"}
+
+
+@dataclass
+class WrkRate:
+    """Streams/s from wrk, and the proxy's CPU µs per stream (None: direct, or no wrk)."""
+
+    rate: float | None = None
+    cpu_us: float | None = None
+    errors: int = 0
+
+
+def wrk_rate(url: str, duration: float, pid: int | None) -> WrkRate:
+    if not common.have_wrk():
+        return WrkRate()
+    endpoint = f"{url}/v1/chat/completions?chunks=10"
+    common.wrk_load(endpoint, 16, 1.0, body=STREAM_BODY)  # warm-up
+    before = common.cpu_seconds([pid]) if pid else 0.0
+    result = common.wrk_load(endpoint, 16, duration, body=STREAM_BODY)
+    used = common.cpu_seconds([pid]) - before if pid else 0.0
+    cpu_us = used / result.requests * 1e6 if pid and result.requests else None
+    return WrkRate(result.rps, cpu_us, result.errors)
 
 
 @dataclass
@@ -106,6 +130,7 @@ def main() -> None:
     print(f"P2 streaming — {common.machine_note()}")
 
     results: dict[str, tuple[StreamStats, StreamStats]] = {}
+    by_wrk: dict[str, WrkRate] = {}
     notes: list[str] = []
     with common.workspace("p2") as (work, procs):
         spec = common.ModelSpec(MODEL)
@@ -115,6 +140,8 @@ def main() -> None:
             common.http_post(f"{proxy.url}/v1/chat/completions", common.chat_body(MODEL))
             targets = [("direct", spec.url)] if "direct" not in results else []
             for name, url in [*targets, (label, proxy.url)]:
+                pid = None if name == "direct" else proxy.proc.pid
+                by_wrk[name] = wrk_rate(url, min(duration, 5.0), pid)
                 rate = common.run_async(stream_load(url, 16, 10, 0, duration, 10**9))
                 paced = common.run_async(
                     stream_load(url, 4, chunks, delay_ms, 60.0, pacing_streams)
@@ -131,9 +158,13 @@ def main() -> None:
         diffs = [a - b for a, b in zip(offsets, direct_offsets, strict=False)]
         added[name] = diffs
         gaps = inter_arrivals(paced)
+        fast, direct_fast = by_wrk[name], by_wrk["direct"]
         rows.append(
             [
                 name,
+                f"{fast.rate:.0f}" if fast.rate is not None else "-",
+                common.ratio(fast.rate, direct_fast.rate or float("nan")) if fast.rate else "-",
+                f"{fast.cpu_us:.0f}" if fast.cpu_us is not None else "-",
                 f"{rate.rate:.0f}",
                 common.ratio(rate.rate, direct_rate.rate),
                 f"{paced.streams - paced.bad_streams}/{paced.streams}",
@@ -143,7 +174,7 @@ def main() -> None:
                 common.ms(offsets[0]),
                 common.ms(statistics.fmean(diffs[1:-1])) if len(diffs) > 2 else "-",
                 common.ms(max(diffs)),
-                rate.bad_streams,
+                rate.bad_streams + fast.errors,
             ]
         )
     common.print_table(
@@ -151,7 +182,10 @@ def main() -> None:
         f" {delay_ms} ms, {pacing_streams} streams)",
         [
             "target",
-            "streams/s",
+            "streams/s (wrk)",
+            "÷ direct",
+            "proxy CPU µs/stream",
+            "streams/s (aiohttp client)",
             "÷ direct",
             "complete streams",
             "coalesced chunks",
@@ -167,9 +201,11 @@ def main() -> None:
     ours = results.get("llamaswap")
     assert ours is not None
     diffs = added["llamaswap"]
+    ours_wrk = by_wrk["llamaswap"]
+    wrk_note = f"{ours_wrk.rate:.0f} streams/s by wrk, " if ours_wrk.rate is not None else ""
     common.print_summary(
         "P2",
-        f"llamaswap {ours[0].rate:.0f} streams/s "
+        f"llamaswap {wrk_note}{ours[0].rate:.0f} streams/s by the aiohttp client "
         f"({common.ratio(ours[0].rate, direct_rate.rate)}× direct), "
         f"added latency per chunk {common.ms(statistics.fmean(diffs[1:-1]))} ms mean, "
         f"chunks complete {ours[1].streams - ours[1].bad_streams}/{ours[1].streams}, "

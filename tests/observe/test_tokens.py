@@ -220,6 +220,17 @@ def test_stream_tolerates_crlf_no_space_event_lines_and_junk() -> None:
     assert (got.input_tokens, got.output_tokens) == (3, 4)
 
 
+def test_stream_usage_under_an_escaped_key_is_still_found() -> None:
+    # Events without a usage key are skipped unparsed; a key spelled with JSON escapes is not.
+    body = (
+        b'data: {"choices": [{"delta": {"content": "usage"}}]}\n\n'
+        b'data: {"\\u0075sage": {"prompt_tokens": 8, "completion_tokens": 9}}\n\n'
+        b'data: {"choices": [], "usage_note": "\\"usage\\" in a value"}\n\n'
+    )
+    got = parse(body, content_type=SSE).tokens
+    assert (got.input_tokens, got.output_tokens) == (8, 9)
+
+
 def test_stream_without_usage_is_minimal() -> None:
     body = sse({"choices": [{"delta": {"content": "hi"}}]}, "[DONE]")
     assert parse(body, content_type=SSE).tokens == MINIMAL

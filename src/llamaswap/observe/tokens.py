@@ -49,6 +49,9 @@ ERROR_MSG_LIMIT = 500
 UNKNOWN = -1
 _USAGE_PATHS = (("usage",), ("response", "usage"), ("message", "usage"))
 _ERROR_PATHS = (("error", "message"), ("error",), ("message",), ("detail",))
+# An event holds usage data only if one of these keys is in it: written as is, unless the
+# JSON escapes characters of a key (`\u…`), which sends the event to the parser regardless.
+_USAGE_KEYS = (b'"usage"', b'"timings"', b'"metrics"')
 _DECODABLE = frozenset({"gzip", "deflate"})
 
 
@@ -262,6 +265,8 @@ def _scan_events(body: bytes) -> _Found | None:
         data = line[5:].strip()
         if not data or data == b"[DONE]":
             continue
+        if b"\\u" not in data and not any(key in data for key in _USAGE_KEYS):
+            continue  # most events of a stream: no usage to find, nothing to parse
         try:
             event = orjson.loads(data)
         except orjson.JSONDecodeError:
