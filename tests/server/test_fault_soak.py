@@ -29,7 +29,7 @@ from pathlib import Path
 import aiohttp
 import psutil
 import pytest
-from llamaswap_proc import LlamaswapProcess, fake_model, llamaswap
+from llamaswap_proc import SERVING_PATHS, LlamaswapProcess, fake_model, llamaswap
 
 from llamaswap.server.protocol import HEAD_TIMEOUT_S
 
@@ -252,13 +252,15 @@ def rss_mib(server: LlamaswapProcess) -> float:
     return psutil.Process(server.proc.pid).memory_info().rss / 2**20
 
 
+@pytest.mark.parametrize("fast_path", SERVING_PATHS)
 async def test_faults_lose_no_request_and_leak_no_process(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], fast_path: bool
 ) -> None:
     disk = tmp_path / "disk"
+    config = CONFIG.replace("{store}", str(disk / "activity.db"))
     with (
         small_disk(disk) as fillable,
-        llamaswap(tmp_path, CONFIG.replace("{store}", str(disk / "activity.db"))) as server,
+        llamaswap(tmp_path, config, fast_path=fast_path) as server,
     ):
         rss_before = rss_mib(server)
         tally = Tally()
@@ -282,7 +284,8 @@ async def test_faults_lose_no_request_and_leak_no_process(
         assert server.proc is not None and server.proc.poll() is None, "llamaswap died"
         with capsys.disabled():  # the figures belong in CI's log and docs/reliability.md
             print(
-                f"\nfault soak ({SOAK_SECONDS:.0f}s, {CLIENTS} clients): {dict(tally.outcomes)}; "
+                f"\nfault soak ({SOAK_SECONDS:.0f}s, {CLIENTS} clients, "
+                f"{'fast path' if fast_path else 'aiohttp'}): {dict(tally.outcomes)}; "
                 f"RSS {rss_before:.0f} -> {rss_after:.0f} MiB"
             )
     # Leaving the block stopped llamaswap with SIGTERM and checked that no upstream survived.
