@@ -185,6 +185,24 @@ def test_ttl_unloads_idle_model_and_restarts_on_demand(server: LlamaswapProcess)
     assert "short-ttl" in server.running_models()
 
 
+def test_ttl_runs_from_the_last_of_overlapping_requests(
+    server: LlamaswapProcess, pool: ThreadPoolExecutor
+) -> None:
+    # Requests granted while others still hold leases do not wake the ttl timer; the last
+    # release must, or the idle model would never be unloaded.
+    assert server.chat("short-ttl").status == 200
+    slow = [
+        pool.submit(server.chat, "short-ttl", path=f"/v1/chat/completions?wait={ms}ms")
+        for ms in (300, 500, 700, 900)
+    ]
+    fast = [server.chat("short-ttl") for _ in range(20)]  # granted beside the slow ones
+    assert all(reply.status == 200 for reply in [*fast, *(f.result(10) for f in slow)])
+    last_done = time.monotonic()
+    assert "short-ttl" in server.running_models()
+    assert wait_until_sync(lambda: "short-ttl" not in server.running_models(), 5.0)
+    assert time.monotonic() - last_done >= 0.9, "unloaded before the ttl ran out"
+
+
 # -- 9. a model that cannot start -------------------------------------------------------------
 
 

@@ -166,7 +166,7 @@ class Scheduler:
         return self._phase[model]
 
     def lease_count(self, model: str) -> int:
-        return self._lease_count[model]
+        return self._lease_count.get(model, 0)
 
     def queue_depth(self) -> int:
         depth = len(self._queue)
