@@ -23,6 +23,19 @@ def test_saved_times_are_read_back_by_a_new_instance(tmp_path: Path) -> None:
     assert saved == {"a": SavedLoadTime(3.0, 2), "b": SavedLoadTime(0.4, 7)}
 
 
+def test_a_save_waits_for_no_fsync(tmp_path: Path) -> None:
+    # Saves run on the event loop: like the activity store's connection, commits in WAL
+    # mode are not synced to disk one by one (synchronous=NORMAL).
+    path = tmp_path / "store.db"
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    times = LoadTimeFile(str(path))
+    times.save("a", 1.0, 1)
+    assert times._db is not None
+    assert times._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    times.close()
+
+
 def test_an_in_memory_store_or_an_absent_file_has_nothing_and_creates_nothing(
     tmp_path: Path,
 ) -> None:

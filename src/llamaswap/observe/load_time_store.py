@@ -54,6 +54,10 @@ class LoadTimeFile:
             uri = f"{Path(self.path).resolve().as_uri()}?mode=rw"
             self._db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA busy_timeout = 2000")
+            # As the activity store's own connection: in WAL mode a commit then waits for no
+            # fsync. Saves happen on the event loop, once per model start; losing the last
+            # one in a power cut costs a guess, never a request.
+            self._db.execute("PRAGMA synchronous = NORMAL")
             self._db.execute(_SCHEMA)
         except sqlite3.Error as exc:
             self._give_up("open", exc)
