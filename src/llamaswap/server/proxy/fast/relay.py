@@ -227,12 +227,13 @@ class _Reply:
                 out.append(b"0\r\n\r\n")
         else:
             out += pieces
-        if self.head:
-            self.head = b""
-            if self.cell.first_byte is None:
-                self.cell.first_byte = time.monotonic()
         if out:
-            self.client.send(out[0] if len(out) == 1 else b"".join(out))
+            data = out[0] if len(out) == 1 else b"".join(out)
+            if self.head:  # the first write of the answer
+                self.head = b""
+                _send_first(self.client, self.cell, data)
+            else:
+                self.client.send(data)
         if self.recorder is not None:
             for piece in pieces:
                 self.recorder.chunk(piece)
